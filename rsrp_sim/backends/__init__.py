@@ -1,0 +1,1 @@
+"""Simulation back-ends.  They never import each other; each implements rsrp_sim.method.Method."""

@@ -1,0 +1,1 @@
+"""The JAX back-end: vectorised spiking populations (jit + vmap), chunked for bounded memory."""

@@ -1,0 +1,384 @@
+"""Population trainers for RL tasks on the JAX back-end: RSRP (ConnSNN), RSRP-reservoir, ES (DenseSNN).
+
+One generation:
+  1. sample the population chunk by chunk inside ``jit`` (release patterns z ~ B(p), or antithetic
+     Gaussian perturbations for ES) and run it closed-loop (:mod:`.population`);
+  2. shape the rewards over the whole population (:mod:`rsrp_sim.shaping`);
+  3. regenerate each chunk's samples from the same keys and accumulate the gradient
+     (:func:`rsrp_sim.rule.natural_gradient_sum`), so memory stays bounded by the chunk size;
+  4. one optimiser step (:func:`rsrp_sim.rule.apply_update`);
+  5. the deterministic network (p > 0.5, or the ES mean) is evaluated on ``eval_size`` episodes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ... import rule, shaping
+from ...envs import make as make_env, output_dim
+from ...errors import UserError
+from ...method import Method
+from ...models import SNNConstants
+from .population import Rollout
+from .snn import SNN
+
+OBS_NORMS = ("running", "ema_var", "none")
+
+
+@dataclasses.dataclass
+class RLPopulationConfig:
+    """Settings shared by the population methods on RL tasks (the ``paper`` values by default)."""
+
+    env: str = "CartPole-v1"
+    max_episode_steps: int = 0  # 0: the environment's own limit (500 for CartPole-v1)
+    generations: int = 100
+    pop_size: int = 10240  # networks per generation, eval_size of them deterministic
+    eval_size: int = 128
+    chunk_size: int = 1024  # networks simulated at once (bounds memory)
+    lr: float = 0.15
+    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adam"
+    weight_decay: float = 0.0
+    shaping: Literal["centered_rank", "raw", "baseline", "sigmoid"] = "centered_rank"
+    ties: Literal["average", "index"] = "average"
+    unit_variance: bool = False
+    baseline_ema: Optional[float] = None  # None: previous generation's mean
+    rank_chunks: int = 1  # ranking scope: 1 = whole population
+    obs_norm: Literal["running", "ema_var", "none"] = "running"
+    reset_pool: Literal["fresh", "fixed"] = "fresh"
+    checkpoint_every: int = 1
+    model: str = "conn_snn"
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def train_size(self) -> int:
+        return self.pop_size - self.eval_size
+
+    def validate(self):
+        if self.eval_size < 1:
+            raise UserError(f"eval_size must be at least 1, got {self.eval_size}")
+        if self.train_size < 2:
+            raise UserError(f"pop_size must exceed eval_size by at least 2 sampled networks, "
+                            f"got pop_size={self.pop_size} eval_size={self.eval_size}")
+        for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.max_episode_steps < 0:
+            raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
+        if not self.lr > 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.baseline_ema is not None and not 0.0 <= self.baseline_ema < 1.0:
+            raise UserError(f"baseline_ema must be in [0, 1), got {self.baseline_ema}")
+        if self.train_size % self.rank_chunks:
+            raise UserError(f"rank_chunks={self.rank_chunks} must divide the {self.train_size} sampled networks")
+
+
+@dataclasses.dataclass
+class RSRPConfig(RLPopulationConfig):
+    eps: float = rule.EPS
+    p_init: float = rule.P_INIT
+    reservoir: bool = False  # freeze M_h as a Bernoulli(0.5) mask drawn from the run's seed
+    spike_impl: Literal["bitpack", "dense"] = "bitpack"
+
+    def validate(self):
+        super().validate()
+        if not 0.0 < self.eps < 0.5:
+            raise UserError(f"eps must be in (0, 0.5), got {self.eps}")
+        if not self.eps <= self.p_init <= 1 - self.eps:
+            raise UserError(f"p_init must be in [eps, 1-eps], got {self.p_init}")
+
+
+@dataclasses.dataclass
+class ESConfig(RLPopulationConfig):
+    sigma: float = 0.3
+    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adamw"
+    weight_decay: float = 0.1
+    model: str = "dense_snn"
+
+    def validate(self):
+        super().validate()
+        if self.train_size % 2:
+            raise UserError(f"es needs an even number of sampled networks (antithetic pairs), "
+                            f"got pop_size - eval_size = {self.train_size}")
+        if not self.sigma > 0:
+            raise UserError(f"sigma must be > 0, got {self.sigma}")
+
+
+class _PopulationRL(Method):
+    """Shared machinery: environment, network, chunked evaluation, normaliser, records."""
+
+    def __init__(self, config, seed: int):
+        super().__init__(config, seed)
+        cfg = config
+        self.env = make_env(cfg.env, cfg.max_episode_steps or None)
+        self.const = SNNConstants.from_model(cfg.model, self.env.obs_dim, output_dim(self.env),
+                                             cfg.model_overrides)
+        self._check_model()
+        self.snn = SNN(self.const, getattr(cfg, "spike_impl", "dense"))
+        self.train_rollout = Rollout(self.env, self.snn, shared_net=False)
+        self.eval_rollout = Rollout(self.env, self.snn, shared_net=True)
+        self.opt = rule.make_optimizer(cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay)
+        self.chunk = self._chunk_size()
+        self.n_chunks = -(-cfg.train_size // self.chunk)
+        self._eval_fn = jax.jit(self._eval_chunk)
+        self._train_fn = jax.jit(self._train_chunk)
+        self._grad_fn = jax.jit(self._grad_chunk)
+        self._update_fn = jax.jit(self._update)
+
+    def _check_model(self):
+        pass
+
+    def _chunk_size(self) -> int:
+        return min(self.config.chunk_size, self.config.train_size)
+
+    # ------------------------------------------------------------------ state
+    def _base_state(self, key) -> dict:
+        d = self.env.obs_dim
+        return {
+            "key": key,
+            "generation": np.int64(0),
+            "env_steps": np.int64(0),
+            "norm": {"count": np.float64(0.0), "mean": np.zeros(d), "var": np.ones(d)},
+            "shaping": {k: np.float64(v) for k, v in shaping.init_state().items()},
+        }
+
+    # ------------------------------------------------------------------ normaliser
+    def _norm_arrays(self, norm):
+        if self.config.obs_norm == "none" or norm["count"] == 0:
+            d = self.env.obs_dim
+            return jnp.zeros(d, jnp.float32), jnp.ones(d, jnp.float32)
+        mean = jnp.asarray(norm["mean"], jnp.float32)
+        var = np.maximum(norm["var"], 1e-8)
+        scale = var if self.config.obs_norm == "ema_var" else np.sqrt(var)  # ema_var: the reference's quirk
+        return mean, jnp.asarray(scale, jnp.float32)
+
+    def _update_norm(self, norm, n, s, sq):
+        if n == 0 or self.config.obs_norm == "none":
+            return norm
+        bmean = s / n
+        bvar = np.maximum(sq / n - bmean**2, 0.0)
+        if self.config.obs_norm == "ema_var":
+            first = norm["count"] == 0
+            mean = bmean if first else 0.9 * norm["mean"] + 0.1 * bmean
+            var = bvar if first else 0.9 * norm["var"] + 0.1 * bvar
+            return {"count": np.float64(norm["count"] + n), "mean": mean, "var": var}
+        na, tot = norm["count"], norm["count"] + n
+        delta = bmean - norm["mean"]
+        mean = norm["mean"] + delta * n / tot
+        m2 = norm["var"] * na + bvar * n + delta**2 * na * n / tot
+        return {"count": np.float64(tot), "mean": mean, "var": m2 / tot}
+
+    def _pool_keys(self, key, offset, n):
+        if self.config.reset_pool != "fixed":
+            return None
+        pool = jax.random.fold_in(jax.random.PRNGKey(self.seed), 7919)
+        return jax.vmap(lambda i: jax.random.fold_in(pool, i))(offset + jnp.arange(n))
+
+    # ------------------------------------------------------------------ per-method hooks
+    def _update(self, params, grad, opt_state):
+        raise NotImplementedError
+
+    def _chunk_members(self, params, extra, key):
+        """Sampled member parameters (batched pytree) of one chunk."""
+        raise NotImplementedError
+
+    def _eval_params(self, params, extra):
+        raise NotImplementedError
+
+    def _grad_terms(self, params, extra, key, shaped):
+        raise NotImplementedError
+
+    def _finish_grad(self, params, total, n):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ jitted pieces
+    def _train_chunk(self, params, extra, key, pool_keys, mean, scale):
+        members = self._chunk_members(params, extra, jax.random.fold_in(key, 0))
+        nets = jax.vmap(self.snn.prepare)(members)
+        return self.train_rollout._rollout(nets, jax.random.fold_in(key, 1), pool_keys, mean, scale,
+                                           n_members=self.chunk)
+
+    def _grad_chunk(self, params, extra, key, shaped):
+        return self._grad_terms(params, extra, jax.random.fold_in(key, 0), shaped)
+
+    def _eval_chunk(self, params, extra, key, pool_keys, mean, scale):
+        net = self.snn.prepare(self._eval_params(params, extra))
+        return self.eval_rollout._rollout(net, key, pool_keys, mean, scale, n_members=self.config.eval_size)
+
+    # ------------------------------------------------------------------ one generation
+    def step(self, state):
+        cfg = self.config
+        key, k_train, k_eval = jax.random.split(state["key"], 3)
+        mean, scale = self._norm_arrays(state["norm"])
+        params, extra = state["params"], state.get("extra", {})
+        fitness, steps, obs_n, obs_s, obs_sq, episodes = [], 0, 0, 0.0, 0.0, 0
+        for i in range(self.n_chunks):
+            valid = min(self.chunk, cfg.train_size - i * self.chunk)
+            out = self._train_fn(params, extra, jax.random.fold_in(k_train, i),
+                                 self._pool_keys(key, i * self.chunk, self.chunk), mean, scale)
+            out = jax.device_get(out)
+            fitness.append(out["fitness"][:valid])
+            t = int(out["steps"])
+            steps += t * valid
+            episodes += int(out["episodes"][:valid].sum())
+            obs_n += t * self.chunk
+            obs_s = obs_s + out["obs_sum"].astype(np.float64)
+            obs_sq = obs_sq + out["obs_sq"].astype(np.float64)
+        fitness = np.concatenate(fitness)
+        if not np.all(np.isfinite(fitness)):
+            bad = int(np.flatnonzero(~np.isfinite(fitness))[0])
+            raise UserError(f"non-finite reward {fitness[bad]} for population member {bad} in generation "
+                            f"{int(state['generation']) + 1}; rewards must be finite")
+        shaped, shaping_state = shaping.shape(
+            fitness, cfg.shaping, state["shaping"], ties=cfg.ties, unit_variance=cfg.unit_variance,
+            chunks=cfg.rank_chunks, ema=cfg.baseline_ema)
+        total = None
+        for i in range(self.n_chunks):
+            lo = i * self.chunk
+            chunk_w = np.zeros(self.chunk, np.float32)
+            part = shaped[lo:lo + self.chunk]
+            chunk_w[:len(part)] = part
+            terms = self._grad_fn(params, extra, jax.random.fold_in(k_train, i), jnp.asarray(chunk_w))
+            total = terms if total is None else jax.tree_util.tree_map(jnp.add, total, terms)
+        grad = self._finish_grad(params, total, cfg.train_size)
+        new_params, opt_state = self._update_fn(params, grad, state["opt"])
+
+        ev = jax.device_get(self._eval_fn(params, extra, k_eval,
+                                          self._pool_keys(key, cfg.train_size, cfg.eval_size), mean, scale))
+        t_eval = int(ev["steps"])
+        steps += t_eval * cfg.eval_size
+        ms = max(t_eval, 1) * self.const.substeps * self.const.dt * self.const.n_neurons
+        new_state = dict(state, key=key, params=new_params, opt=opt_state,
+                         generation=np.int64(state["generation"] + 1),
+                         env_steps=np.int64(state["env_steps"] + steps),
+                         norm=self._update_norm(state["norm"], obs_n, obs_s, obs_sq),
+                         shaping={k: np.float64(v) for k, v in shaping_state.items()})
+        record = {
+            "iteration": int(new_state["generation"]),
+            "env_steps": int(new_state["env_steps"]),
+            "train_score": float(fitness.mean()),
+            "eval_score": float(ev["fitness"].mean()),
+            "train_max": float(fitness.max()),
+            "eval_min": float(ev["fitness"].min()),
+            "episodes": episodes,
+            "spikes_per_ms": float(ev["spikes"].mean() / ms),
+        }
+        record.update(self._param_metrics(params))
+        return new_state, record
+
+    def _param_metrics(self, params) -> dict:
+        return {}
+
+
+class RSRPTrainer(_PopulationRL):
+    """RSRP on a ConnSNN: p per synapse of M_in, M_h (unless reservoir) and M_out."""
+
+    Config = RSRPConfig
+
+    def _update(self, p, grad, opt_state):
+        return rule.apply_update(p, grad, self.opt, opt_state, self.config.eps)
+
+    def _check_model(self):
+        if self.const.connectivity != "bernoulli":
+            raise UserError(f"rsrp needs a model with Bernoulli connectivity (e.g. conn_snn), "
+                            f"got model {self.config.model!r}")
+
+    def init_state(self):
+        cfg = self.config
+        key, k_res = jax.random.split(jax.random.PRNGKey(self.seed))
+        shapes = self.const.param_shapes()
+        extra = {}
+        if cfg.reservoir:
+            extra["h"] = jax.random.bernoulli(jax.random.fold_in(k_res, 1), 0.5, shapes.pop("h"))
+        params = {k: jnp.asarray(rule.init_p(s, cfg.p_init)) for k, s in shapes.items()}
+        state = self._base_state(key)
+        state.update(params=params, extra=extra, opt=self.opt.init(params))
+        return state
+
+    def _chunk_members(self, p, extra, key):
+        members = {k: rule.sample_release(jax.random.fold_in(key, i), p[k], n=self.chunk)
+                   for i, k in enumerate(sorted(p))}
+        for k, v in extra.items():
+            members[k] = jnp.broadcast_to(v, (self.chunk,) + v.shape)
+        return members
+
+    def _eval_params(self, p, extra):
+        return {**{k: rule.deterministic_mask(v) for k, v in p.items()}, **extra}
+
+    def _grad_terms(self, p, extra, key, shaped):
+        members = self._chunk_members(p, {}, key)
+        return {k: rule.natural_gradient_sum(shaped, members[k], p[k]) for k in p}
+
+    def _finish_grad(self, p, total, n):
+        return {k: rule.finish_natural_gradient(total[k][0], total[k][1], p[k], n) for k in p}
+
+    def _param_metrics(self, p):
+        flat = np.concatenate([np.asarray(v).ravel() for v in p.values()])
+        ent = -(flat * np.log(flat) + (1 - flat) * np.log(1 - flat)).mean() / math.log(2)
+        return {"p_mean": float(flat.mean()), "p_entropy_bits": float(ent),
+                "density_eval": float((flat > 0.5).mean())}
+
+    def finalize(self, state, run_dir):
+        from ... import plots
+
+        p = {k: np.asarray(v) for k, v in state["params"].items()}
+        plots.p_histogram(p, run_dir / "plots" / "p_histogram.png")
+        return {"p_mean": float(np.mean(np.concatenate([v.ravel() for v in p.values()])))}
+
+
+class ESTrainer(_PopulationRL):
+    """Antithetic Gaussian evolution strategies on a DenseSNN (the EC/RSRP baseline)."""
+
+    Config = ESConfig
+
+    def _check_model(self):
+        if self.const.connectivity != "real":
+            raise UserError(f"es needs a model with real-valued weights (e.g. dense_snn), "
+                            f"got model {self.config.model!r}")
+
+    def _chunk_size(self):
+        c = min(self.config.chunk_size, self.config.train_size)
+        return c + (c % 2)
+
+    def init_state(self):
+        key, k_init = jax.random.split(jax.random.PRNGKey(self.seed))
+        params = self.snn.init_weights(k_init)
+        state = self._base_state(key)
+        state.update(params=params, extra={}, opt=self.opt.init(params))
+        return state
+
+    def _update(self, mu, grad, opt_state):
+        import optax
+
+        updates, opt_state = self.opt.update(grad, opt_state, mu)
+        return optax.apply_updates(mu, updates), opt_state
+
+    def _noise(self, params, key):
+        half = self.chunk // 2
+        return {k: jax.random.normal(jax.random.fold_in(key, i), (half,) + params[k].shape, jnp.float32)
+                for i, k in enumerate(sorted(params))}
+
+    def _chunk_members(self, mu, extra, key):
+        sigma = self.config.sigma
+        eps = self._noise(mu, key)
+        # interleaved antithetic pairs: member 2j = mu + sigma eps_j, member 2j+1 = mu - sigma eps_j
+        return {k: (mu[k] + sigma * jnp.stack([e, -e], axis=1)).reshape((self.chunk,) + mu[k].shape)
+                for k, e in eps.items()}
+
+    def _eval_params(self, mu, extra):
+        return mu
+
+    def _grad_terms(self, mu, extra, key, shaped):
+        eps = self._noise(mu, key)
+        w = shaped[0::2] - shaped[1::2]
+        return {k: jnp.tensordot(w, e, axes=1) for k, e in eps.items()}
+
+    def _finish_grad(self, mu, total, n):
+        return {k: v / (n // 2) for k, v in total.items()}  # mean over pairs, not divided by sigma
+
+    def _param_metrics(self, mu):
+        return {"param_norm": float(np.sqrt(sum(float(jnp.sum(v**2)) for v in mu.values())))}

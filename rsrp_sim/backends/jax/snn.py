@@ -1,0 +1,142 @@
+"""ConnSNN and DenseSNN in JAX (SPEC §3.1-3.2): one network, explicit state, ``vmap`` for populations.
+
+Per environment step (input current held for all substeps)::
+
+    i_in = R_in * (x_in @ M_in)                       # x_in = [x, -x] for ConnSNN
+    repeat substeps:
+        i_syn = a_syn * i_syn + R_h * (s @ M_h)       # s: +1 E spike, -1 I spike (ConnSNN), 0/1 (Dense)
+        v     = a_m * v + (1 - a_m) * (V_r + i_syn + i_in)
+        spiked = v > V_th ; v = V_r where spiked
+        r     = a_out * r + (1 - a_out) * s / dt
+    y = R_out * (r @ M_out)
+
+The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks two exact implementations
+exist: ``dense`` (float32 matmul) and ``bitpack`` (the mask stored as 32-bit words per
+postsynaptic neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32).
+Both give identical spikes: the counts are integers, exactly representable in float32.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...models import SNNConstants
+
+SPIKE_IMPLS = ("bitpack", "dense")
+
+
+def pack_bits(b):
+    """Pack booleans along the last axis into uint32 words (bit k of word w = element 32 w + k)."""
+    n = b.shape[-1]
+    words = -(-n // 32)
+    pad = words * 32 - n
+    if pad:
+        b = jnp.pad(b, [(0, 0)] * (b.ndim - 1) + [(0, pad)])
+    b = b.reshape(b.shape[:-1] + (words, 32)).astype(jnp.uint32)
+    return jnp.sum(b << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def popcount_matvec(packed_mask, bits_pos, bits_neg):
+    """Signed count  sum_pre M[pre, post] * sign(pre) * spiked(pre)  for every postsynaptic neuron.
+
+    ``packed_mask``: (N_post, W) uint32 (rows = postsynaptic neurons, bits = presynaptic);
+    ``bits_pos`` / ``bits_neg``: (W,) spike bits of excitatory / inhibitory presynaptic neurons.
+    Returns int32 (N_post,).
+    """
+    pos = jax.lax.population_count(packed_mask & bits_pos).astype(jnp.int32).sum(-1)
+    neg = jax.lax.population_count(packed_mask & bits_neg).astype(jnp.int32).sum(-1)
+    return pos - neg
+
+
+class SNN:
+    """A ConnSNN (Bernoulli masks) or DenseSNN (real weights) built from :class:`SNNConstants`.
+
+    ``net`` arguments are the *prepared* connectivity from :meth:`prepare`; ``carry`` is the
+    neuron state ``{'v', 'i_syn', 'r', 'spk'}``; one call of :meth:`step` is one environment step.
+    """
+
+    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack"):
+        if spike_impl not in SPIKE_IMPLS:
+            raise ValueError(f"unknown spike_impl {spike_impl!r}; allowed: {', '.join(SPIKE_IMPLS)}")
+        self.c = const
+        self.bernoulli = const.connectivity == "bernoulli"
+        # bit-packing only applies to {0,1} masks
+        self.spike_impl = spike_impl if self.bernoulli else "dense"
+        signs = const.signs() if const.dale else np.ones(const.n_neurons, np.float32)
+        self.signs = jnp.asarray(signs)
+        exc = signs > 0
+        self.bits_exc = pack_bits(jnp.asarray(exc))
+        self.bits_inh = pack_bits(jnp.asarray(~exc))
+
+    # ------------------------------------------------------------------ state
+    def init_carry(self, key):
+        c = self.c
+        n = c.n_neurons
+        if c.rand_init_v:
+            v = jax.random.uniform(key, (n,), jnp.float32, c.v_reset, c.v_th)
+        else:
+            v = jnp.full((n,), c.v_reset, jnp.float32)
+        z = jnp.zeros((n,), jnp.float32)
+        return {"v": v, "i_syn": z, "r": z, "spk": jnp.zeros((n,), bool)}
+
+    def init_weights(self, key):
+        """DenseSNN parameters W ~ N(0, init_std^2) with the model's shapes."""
+        shapes = self.c.param_shapes()
+        keys = jax.random.split(key, len(shapes))
+        return {k: self.c.init_std * jax.random.normal(kk, s, jnp.float32)
+                for kk, (k, s) in zip(keys, shapes.items())}
+
+    def prepare(self, params):
+        """Turn one network's masks (bool) or weights (float) into the arrays :meth:`step` uses."""
+        net = {"in": params["in"].astype(jnp.float32), "out": params["out"].astype(jnp.float32)}
+        if self.spike_impl == "bitpack":
+            net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
+        else:
+            net["h"] = params["h"].astype(jnp.float32)
+        return net
+
+    # ------------------------------------------------------------------ dynamics
+    def recurrent(self, h, spk):
+        """The recurrent drive ``s @ M_h`` (float32) for spike vector ``spk`` (bool)."""
+        if self.spike_impl == "bitpack":
+            bits = pack_bits(spk)
+            return popcount_matvec(h, bits & self.bits_exc, bits & self.bits_inh).astype(jnp.float32)
+        return (spk.astype(jnp.float32) * self.signs) @ h
+
+    def _run(self, net, carry, obs, record: bool):
+        c = self.c
+        x = jnp.concatenate([obs, -obs]) if c.input_doubling else obs
+        i_in = c.r_in * (x.astype(jnp.float32) @ net["in"])
+        a_syn, a_m, a_out = c.alpha_syn, c.alpha_m, c.alpha_out
+
+        def substep(state, _):
+            v, i_syn, r, spk = state
+            i_syn = a_syn * i_syn + c.r_h * self.recurrent(net["h"], spk)
+            v = a_m * v + (1.0 - a_m) * (c.v_reset + i_syn + i_in)
+            spk = v > c.v_th
+            v = jnp.where(spk, c.v_reset, v)
+            s = spk.astype(jnp.float32) * self.signs
+            r = a_out * r + (1.0 - a_out) * s / c.dt
+            return (v, i_syn, r, spk), (spk if record else spk.sum(dtype=jnp.int32))
+
+        state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
+        (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=c.substeps)
+        return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
+
+    def step(self, net, carry, obs):
+        """One environment step of one network.  Returns ``(carry, y, n_spikes)``."""
+        carry, counts = self._run(net, carry, obs, record=False)
+        y = self.c.r_out * (carry["r"] @ net["out"])
+        return carry, y, counts.sum()
+
+    def simulate_spikes(self, net, carry, inputs):
+        """Spike raster of one network for a sequence of observations (T, d_obs) -> (T, substeps, N).
+
+        For equivalence tests between spike implementations and between back-ends.
+        """
+        def env_step(carry, obs):
+            return self._run(net, carry, obs, record=True)
+
+        _, raster = jax.lax.scan(env_step, carry, inputs)
+        return raster

@@ -1,0 +1,126 @@
+"""Typed configuration: dataclasses, YAML presets and ``key=value`` overrides, with validation.
+
+A method's configuration is a dataclass whose fields carry their types (``int``, ``float``,
+``str``, ``bool``, ``Literal[...]`` for a fixed set of choices, ``dict`` for model overrides).
+:func:`build` layers the dataclass defaults, a preset from the protocol's YAML file and the
+command line's ``key=value`` overrides, checking every key and value; any problem is a one-line
+:class:`~rsrp_sim.errors.UserError` naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError, unknown
+
+MODEL_PREFIX = "model."
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.1", "model.n_neurons=64"]`` -> ``{"lr": 0.1, "model": {"n_neurons": 64}}``.
+
+    Values are read as YAML scalars (``0.1`` float, ``64`` int, ``true`` bool, ``adam`` str).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if key.startswith(MODEL_PREFIX):
+            out.setdefault("model_overrides", {})[key[len(MODEL_PREFIX):]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(key: str, value, tp):
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float only)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise unknown(f"value for {key}", value, choices)
+        return value
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover - only the types above are used in configs
+        return value
+    raise UserError(f"{key} must be {_type_name(tp)}, got {value!r}")
+
+
+def field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply(cfg, values: dict[str, Any], source: str = "override"):
+    """A copy of dataclass ``cfg`` with ``values`` checked and applied."""
+    types = field_types(type(cfg))
+    changes = {}
+    for key, value in values.items():
+        if key not in types:
+            raise unknown(f"key in {source}", key, sorted(types))
+        if key == "model_overrides":
+            merged = dict(getattr(cfg, key) or {})
+            merged.update(coerce(key, value, dict))
+            changes[key] = merged
+        else:
+            changes[key] = coerce(key, value, types[key])
+    return dataclasses.replace(cfg, **changes)
+
+
+def build(cls, *layers: tuple[str, dict[str, Any]]):
+    """Defaults of ``cls``, then each ``(source, values)`` layer in order; then ``validate()``."""
+    cfg = cls()
+    for source, values in layers:
+        cfg = apply(cfg, values or {}, source)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def describe(cls) -> list[str]:
+    """``key (type, default)`` lines for help output."""
+    out = []
+    defaults = cls()
+    for name, tp in field_types(cls).items():
+        out.append(f"{name} ({_type_name(tp)}) = {getattr(defaults, name)!r}")
+    return out

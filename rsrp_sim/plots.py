@@ -1,0 +1,130 @@
+"""Figures in the form of the paper's: learning curves, comparisons over seeds, p histograms.
+
+Everything draws with matplotlib's Agg back-end into PNG files; nothing needs a display.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+X_LABELS = {
+    "iteration": "generation / iteration",
+    "env_steps": "environment steps",
+    "examples": "training examples",
+    "wall_s": "wall-clock time (s)",
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _column(rows, key):
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
+
+
+def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: float | None = None,
+                   score_label: str = "episode return", steps_field: str = "env_steps"):
+    """Train and eval score against iteration and against env steps (two panels)."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, xkey in zip(axes, ("iteration", steps_field)):
+        x = _column(rows, xkey)
+        for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label="train (population mean)")),
+                           ("eval_score", dict(color="tab:red", lw=2, label="eval (deterministic network)"))):
+            y = _column(rows, key)
+            if np.isfinite(y).any():
+                ax.plot(x, y, **style)
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"solved ({threshold:g})")
+        ax.set_xlabel(X_LABELS.get(xkey, xkey))
+        ax.set_ylabel(score_label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def p_histogram(p: dict[str, np.ndarray], path, title: str = "release probabilities p"):
+    """Histogram of every mask's release probabilities."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    bins = np.linspace(0, 1, 41)
+    for name, v in p.items():
+        ax.hist(np.ravel(v), bins=bins, histtype="step", lw=1.5, density=True, label=f"{name} ({np.size(v)})")
+    ax.set_xlabel("release probability p")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200):
+    """Mean and spread (min..max, and std) of several (x, y) curves on a common x grid.
+
+    Curves are interpolated on the overlap of their x ranges; returns ``(x, mean, std, lo, hi)``.
+    """
+    curves = [(x[np.isfinite(y)], y[np.isfinite(y)]) for x, y in curves]
+    curves = [(x, y) for x, y in curves if len(x)]
+    if not curves:
+        return (np.array([]),) * 5
+    if len(curves) == 1:
+        x, y = curves[0]
+        return x, y, np.zeros_like(y), y, y
+    lo_x = max(c[0][0] for c in curves)
+    hi_x = min(c[0][-1] for c in curves)
+    if hi_x <= lo_x:
+        hi_x = max(c[0][-1] for c in curves)
+    grid = np.linspace(lo_x, hi_x, n_points)
+    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(0), ys.std(0), ys.min(0), ys.max(0)
+
+
+def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iteration", "env_steps", "wall_s"),
+            y_key: str = "eval_score", title: str = "", threshold: float | None = None,
+            score_label: str = "eval return"):
+    """Overlay groups of runs (label -> runs' metric rows): mean line and min-max band over seeds."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(x_keys), figsize=(5.2 * len(x_keys), 4.2), constrained_layout=True,
+                             squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, xkey in zip(axes[0], x_keys):
+        for i, (label, runs) in enumerate(groups.items()):
+            curves = [(_column(r, xkey), _column(r, y_key)) for r in runs if r]
+            x, mean, _, lo, hi = band(curves)
+            if not len(x):
+                continue
+            c = colors[i % len(colors)]
+            ax.plot(x, mean, color=c, lw=2, label=f"{label} (n={len(curves)})")
+            if len(curves) > 1:
+                ax.fill_between(x, lo, hi, color=c, alpha=0.2)
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", ls="--", lw=1)
+        if xkey in ("env_steps", "wall_s"):
+            ax.set_xscale("log")
+        ax.set_xlabel(X_LABELS.get(xkey, xkey))
+        ax.set_ylabel(score_label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,307 @@
+"""The protocol layer: one run loop, one command line and one record format for every method.
+
+A :class:`Protocol` owns a task (environment or dataset, score, solved threshold), its presets
+(``<protocol>.yaml`` beside its module) and its methods.  Each :class:`MethodSpec` names the
+back-ends that implement it, as ``"module:Class"`` strings imported only when used, so a missing
+optional back-end never breaks the others.
+
+Command line (every protocol)::
+
+    python -m rsrp_sim.protocols.<name> [--method M] [--backend B] [--preset P] [--seed S]
+                                        [--out DIR] [--resume] [--env ID] [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import importlib
+import math
+import platform
+import sys
+import time
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import config as configlib
+from ..errors import UserError, unknown
+from ..records import RunDir
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    backends: dict[str, str]  # back-end name -> "module:Class" implementing rsrp_sim.method.Method
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific config defaults
+
+    @property
+    def default_backend(self) -> str:
+        return next(iter(self.backends))
+
+
+BACKEND_EXTRAS = {"brian2": "brian2", "netpyne": "neuron", "jax": ""}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("rsrp_sim", "numpy", "jax", "jaxlib", "optax", "gymnasium", "gymnax", "Brian2", "neuron",
+                "netpyne"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class Protocol:
+    """A task with presets and methods; see the module docstring."""
+
+    def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
+                 score_label: str = "episode return", steps_label: str = "env_steps"):
+        self.name = name
+        self.description = description
+        self.methods = {m.name: m for m in methods}
+        self.module = module
+        self.score_label = score_label
+        self.steps_label = steps_label
+
+    # ------------------------------------------------------------------ presets & config
+    def spec(self) -> dict[str, Any]:
+        """The protocol's YAML (presets, thresholds)."""
+        pkg = self.module.rsplit(".", 1)[0]
+        text = resources.files(pkg).joinpath(f"{self.name}.yaml").read_text()
+        return yaml.safe_load(text)
+
+    @property
+    def presets(self) -> dict[str, Any]:
+        return self.spec()["presets"]
+
+    def solved_threshold(self, cfg) -> float | None:
+        thresholds = self.spec().get("solved_threshold", {}) or {}
+        return thresholds.get(getattr(cfg, "env", None))
+
+    def method(self, name: str) -> MethodSpec:
+        if name not in self.methods:
+            raise unknown(f"method for protocol {self.name}", name, self.methods)
+        return self.methods[name]
+
+    def method_class(self, spec: MethodSpec, backend: str):
+        if backend not in spec.backends:
+            raise unknown(f"back-end for method {spec.name}", backend, spec.backends)
+        mod, cls = spec.backends[backend].split(":")
+        try:
+            return getattr(importlib.import_module(mod), cls)
+        except ImportError as e:
+            extra = BACKEND_EXTRAS.get(backend, backend)
+            raise UserError(f"back-end {backend!r} is not usable here ({e}); install it with "
+                            f"pip install -c constraints.txt -e '.[{extra}]'") from None
+
+    def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
+        spec = self.method(method)
+        cls = self.method_class(spec, backend).Config
+        presets = self.presets
+        if preset not in presets:
+            raise unknown("preset", preset, presets)
+        p = presets[preset] or {}
+        fields = set(configlib.field_types(cls))
+        common = {k: v for k, v in (p.get("common") or {}).items() if k in fields}
+        return configlib.build(cls, (f"method {method} defaults", spec.defaults),
+                               (f"preset {preset}", common), (f"preset {preset}/{method}", p.get(method) or {}),
+                               ("override", overrides))
+
+    # ------------------------------------------------------------------ running
+    def default_out(self, method: str, backend: str, seed: int) -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path("runs") / self.name / f"{stamp}_{method}_{backend}_s{seed}"
+
+    def run(self, method: str | None = None, backend: str | None = None, preset: str = "cpu", seed: int = 0,
+            out=None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
+            stop_after: int | None = None):
+        """Run (or resume) one method; returns ``(run_dir, summary)``.
+
+        ``stop_after`` stops after that many iterations of this call, as an interruption would
+        (the run stays resumable); used by tests and for chunked batch jobs.
+        """
+        overrides = dict(overrides or {})
+        if resume:
+            if out is None:
+                raise UserError("--resume needs --out RUN_DIR naming the run folder to continue")
+            rd = RunDir.open(out)
+            saved = rd.config
+            for given, key in ((method, "method"), (backend, "backend")):
+                if given is not None and given != saved[key]:
+                    raise UserError(f"--{key} {given} does not match the run being resumed ({saved[key]})")
+            method, backend, preset, seed = saved["method"], saved["backend"], saved["preset"], saved["seed"]
+            spec = self.method(method)
+            cls = self.method_class(spec, backend)
+            it_key = cls.iterations_key
+            bad = [k for k in overrides if k != it_key]
+            if bad:
+                raise UserError(f"cannot change {bad[0]} when resuming; only {it_key}= may be given "
+                                f"(to extend the run)")
+            cfg = configlib.build(cls.Config, ("config.yaml", saved["config"]), ("override", overrides))
+            if overrides:
+                rd.config["config"] = configlib.to_dict(cfg)
+                from ..records import CONFIG, atomic_write_bytes
+
+                atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode())
+        else:
+            method = method or next(iter(self.methods))
+            spec = self.method(method)
+            backend = backend or spec.default_backend
+            cls = self.method_class(spec, backend)
+            cfg = self.build_config(method, backend, preset, overrides)
+            out = Path(out) if out is not None else self.default_out(method, backend, seed)
+            doc = {"protocol": self.name, "method": method, "backend": backend, "preset": preset,
+                   "seed": int(seed), "config": configlib.to_dict(cfg), "versions": versions(),
+                   "command": " ".join(sys.argv)}
+            rd = RunDir.create(out, doc)
+        return self._loop(rd, cls, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+
+    def _loop(self, rd: RunDir, cls, cfg, method, backend, preset, seed, resume, progress, stop_after):
+        from tqdm.auto import tqdm
+
+        from .. import plots
+
+        m = cls(cfg, seed)
+        state = m.init_state()
+        start, wall = 0, 0.0
+        if resume:
+            loaded, meta = rd.load_checkpoint(state)
+            if loaded is not None:
+                state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
+            rd.truncate_metrics(start)
+        rows = rd.read_metrics()
+        threshold = self.solved_threshold(cfg)
+        total = m.iterations
+        title = f"{self.name}: {method} ({backend}, preset {preset}, seed {seed})"
+        summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, "running")
+        rd.write_summary(summary)
+        committed = (state, start, wall)
+        status = "completed"
+        bar = tqdm(total=total, initial=start, desc=f"{self.name} {method}", unit="it", disable=not progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
+        try:
+            it = start
+            while it < total:
+                if stop_after is not None and it - start >= stop_after:
+                    status = "interrupted"
+                    break
+                t0 = time.perf_counter()
+                new_state, rec = m.step(state)
+                wall += time.perf_counter() - t0
+                it += 1
+                rec["wall_s"] = wall
+                rd.append_metrics(rec)
+                rows.append(rec)
+                state = new_state
+                committed = (state, it, wall)
+                if it % every == 0 or it == total:
+                    rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
+                rd.write_summary(self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total,
+                                               wall, "running"))
+                bar.update(1)
+                bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
+                                eval=f"{rec.get('eval_score', float('nan')):.4g}")
+        except KeyboardInterrupt:
+            status = "interrupted"
+        finally:
+            bar.close()
+        state, it, wall = committed
+        rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
+        if rows:
+            plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", title, threshold,
+                                 score_label=self.score_label, steps_field=m.steps_field)
+        extras = m.finalize(state, rd.path) if status == "completed" else {}
+        summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status)
+        summary.update(extras)
+        rd.write_summary(summary)
+        return rd, summary
+
+    def _summary(self, rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status):
+        evals = [(r["iteration"], r.get("eval_score")) for r in rows if r.get("eval_score") is not None]
+        evals = [(i, float(v)) for i, v in evals if not math.isnan(float(v))]
+        best_it, best = max(evals, key=lambda t: t[1]) if evals else (None, None)
+        last = rows[-1] if rows else {}
+        solved_at = None
+        if threshold is not None:
+            solved_at = next((i for i, v in evals if v >= threshold), None)
+        return {
+            "protocol": self.name, "method": method, "backend": backend, "preset": preset, "seed": seed,
+            "env": getattr(cfg, "env", None), "status": status,
+            "iterations_done": int(last.get("iteration", 0) or 0), "iterations": total,
+            "best_eval_score": best, "best_iteration": best_it,
+            "final_eval_score": last.get("eval_score"), "final_train_score": last.get("train_score"),
+            "solved_threshold": threshold, "solved": solved_at is not None if threshold is not None else None,
+            "solved_at": solved_at, self.steps_label: last.get(self.steps_label), "wall_s": wall,
+            "run_dir": str(rd.path),
+        }
+
+    # ------------------------------------------------------------------ command line
+    def parser(self) -> argparse.ArgumentParser:
+        p = _Parser(prog=f"python -m {self.module}", description=self.description,
+                    epilog="Methods: " + "; ".join(f"{m.name} [{', '.join(m.backends)}]: {m.description}"
+                                                   for m in self.methods.values()))
+        p.add_argument("--method", default=None, help=f"one of {', '.join(self.methods)} (default "
+                                                      f"{next(iter(self.methods))})")
+        p.add_argument("--backend", default=None, help="simulation back-end (default: the method's first)")
+        p.add_argument("--preset", default="cpu", help="cpu (default, minutes on a laptop) or paper")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=None, help="run folder (default runs/<protocol>/<time>_<method>_...)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        p.add_argument("--env", default=None, help="environment id (shortcut for env=ID)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--list-keys", action="store_true", help="print the method's config keys and exit")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.1 "
+                                                                          "model.n_neurons=64")
+        return p
+
+    def main(self, argv=None) -> int:
+        args = self.parser().parse_args(argv)
+        try:
+            overrides = configlib.parse_overrides(args.overrides)
+            if args.env is not None:
+                overrides["env"] = args.env
+            if args.list_keys:
+                spec = self.method(args.method or next(iter(self.methods)))
+                cls = self.method_class(spec, args.backend or spec.default_backend)
+                print("\n".join(configlib.describe(cls.Config)))
+                return 0
+            rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
+                             progress=not args.quiet)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(summary_line(s))
+        if s["status"] == "interrupted":
+            print(f"interrupted; continue with: python -m {self.module} --out {s['run_dir']} --resume")
+            return EXIT_INTERRUPTED
+        return 0
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.4g}"
+
+    solved = ""
+    if s.get("solved_threshold") is not None:
+        solved = (f", solved (>= {s['solved_threshold']:g}) at iteration {s['solved_at']}" if s.get("solved")
+                  else f", not solved (>= {s['solved_threshold']:g})")
+    return (f"{s['protocol']} {s['method']}/{s['backend']} seed {s['seed']}: best eval {f(s['best_eval_score'])} "
+            f"(iteration {s['best_iteration']}), final eval {f(s['final_eval_score'])}{solved}; "
+            f"{s['iterations_done']}/{s['iterations']} iterations in {s['wall_s']:.1f} s -> {s['run_dir']}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")

@@ -1,0 +1,31 @@
+"""CartPole-v1 (and other JAX-native control tasks via --env): RSRP, RSRP-reservoir, ES.
+
+    python -m rsrp_sim.protocols.cartpole                      # RSRP, cpu preset
+    python -m rsrp_sim.protocols.cartpole --method es
+    python -m rsrp_sim.protocols.cartpole --preset paper       # pop 10240, N 256, 100 generations
+    python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
+"""
+from __future__ import annotations
+
+import sys
+
+from .base import MethodSpec, Protocol
+
+JAX_RL = "rsrp_sim.backends.jax.rl"
+
+PROTOCOL = Protocol(
+    name="cartpole",
+    description="CartPole-v1 with RSRP on a recurrent spiking network (SPEC §4).",
+    module="rsrp_sim.protocols.cartpole",
+    methods=[
+        MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",
+                   {"jax": f"{JAX_RL}:RSRPTrainer"}),
+        MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
+                   {"jax": f"{JAX_RL}:RSRPTrainer"}, defaults={"reservoir": True}),
+        MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
+                   {"jax": f"{JAX_RL}:ESTrainer"}),
+    ],
+)
+
+if __name__ == "__main__":
+    sys.exit(PROTOCOL.main())

@@ -1,0 +1,181 @@
+"""The RSRP rule, written once for every back-end (SPEC §1).
+
+Every plastic synapse has a release probability ``p`` in ``[eps, 1 - eps]``.  A trial draws a
+release pattern ``z ~ Bernoulli(p)``; the natural gradient of ``J(p) = E[R(z)]`` under the Fisher
+metric of independent Bernoullis is ``E[R (z - p)]``, estimated from a population of ``N`` trials::
+
+    g = (1/N) sum_k  R~_k (z_k - p)
+
+and ``p <- clip(p + optimiser(g), eps, 1 - eps)`` (gradient *ascent*).
+
+Spike mode (stochastic release at every presynaptic spike) replaces ``z - p`` by the per-synapse
+eligibility ``e / max(n, 1)`` with ``e = sum_spikes (r - p)`` and ``n`` the number of spikes.
+
+All functions accept NumPy arrays and JAX arrays (also inside ``jit``): the array module is taken
+from the arguments, so the Brian2 and NEURON back-ends call exactly this code with NumPy arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-3  #: default clip margin of p (SPEC §1)
+P_INIT = 0.5  #: default initial release probability
+
+
+def _xp(*arrays):
+    """The array module (numpy or jax.numpy) that the arguments belong to."""
+    for a in arrays:
+        if type(a).__module__.startswith(("jax", "jaxlib")):
+            import jax.numpy as jnp
+
+            return jnp
+    return np
+
+
+# ----------------------------------------------------------------------------- sampling
+def init_p(shape, value: float = P_INIT, dtype=np.float32):
+    """Release probabilities of a fresh synapse group (NumPy)."""
+    return np.full(shape, value, dtype=dtype)
+
+
+def sample_release(rng, p, n: int | None = None):
+    """Draw release patterns ``z ~ Bernoulli(p)``.
+
+    ``rng`` is a ``numpy.random.Generator`` or a JAX PRNG key.  With ``n`` the result has a leading
+    population axis of length ``n``.
+    """
+    shape = tuple(np.shape(p)) if n is None else (n,) + tuple(np.shape(p))
+    if isinstance(rng, np.random.Generator):
+        return rng.random(shape) < np.asarray(p)
+    import jax
+
+    return jax.random.uniform(rng, shape, dtype=np.float32) < p
+
+
+def deterministic_mask(p):
+    """The deterministic ("eval") network: a synapse is present where ``p > 0.5``."""
+    return p > 0.5
+
+
+def clip_p(p, eps: float = EPS):
+    """Keep every probability inside ``[eps, 1 - eps]``."""
+    xp = _xp(p)
+    return xp.clip(p, eps, 1.0 - eps)
+
+
+# ----------------------------------------------------------------------------- estimators
+def natural_gradient(shaped, z, p):
+    """Trial-mode estimate ``mean_k shaped_k * (z_k - p)``.
+
+    ``shaped``: (N,) shaped rewards; ``z``: (N, *p.shape) release patterns (bool or 0/1);
+    ``p``: release probabilities.  Computed as ``(shaped @ z) / N - mean(shaped) * p`` so no
+    (N, *p.shape) float temporary is formed.
+    """
+    xp = _xp(shaped, z, p)
+    shaped = xp.asarray(shaped, dtype=xp.float32)
+    n = shaped.shape[0]
+    zf = xp.reshape(z, (n, -1)).astype(xp.float32)
+    rz = xp.reshape(shaped @ zf / n, xp.shape(p))
+    return rz - xp.mean(shaped) * p
+
+
+def natural_gradient_sum(shaped, z, p):
+    """Un-normalised pieces of :func:`natural_gradient` for chunked populations.
+
+    Returns ``(sum_k shaped_k z_k, sum_k shaped_k)``; summing these over chunks and calling
+    :func:`finish_natural_gradient` gives exactly :func:`natural_gradient` of the whole population.
+    """
+    xp = _xp(shaped, z, p)
+    shaped = xp.asarray(shaped, dtype=xp.float32)
+    n = shaped.shape[0]
+    zf = xp.reshape(z, (n, -1)).astype(xp.float32)
+    return xp.reshape(shaped @ zf, xp.shape(p)), xp.sum(shaped)
+
+
+def finish_natural_gradient(sum_rz, sum_r, p, n: int):
+    """Combine chunk sums from :func:`natural_gradient_sum` into the population estimate."""
+    return (sum_rz - sum_r * p) / n
+
+
+def spike_eligibility(releases, p):
+    """Eligibility of one synapse in spike mode: ``e = sum over its spikes of (r - p)``.
+
+    ``releases``: 0/1 release outcomes of each presynaptic spike.  Returns ``(e, n)``.
+    """
+    xp = _xp(releases, p)
+    r = xp.asarray(releases, dtype=xp.float32)
+    return xp.sum(r - p), r.shape[0]
+
+
+def spike_gradient(shaped, eligibility, counts):
+    """Spike-mode estimate ``mean_k shaped_k * e_k / max(n_k, 1)``.
+
+    ``eligibility``, ``counts``: (N, *p.shape) per trial ``e = sum(r - p)`` and spike count ``n``.
+    """
+    xp = _xp(shaped, eligibility, counts)
+    shaped = xp.asarray(shaped, dtype=xp.float32)
+    n = shaped.shape[0]
+    ratio = eligibility / xp.maximum(counts, 1)
+    flat = xp.reshape(ratio, (n, -1)).astype(xp.float32)
+    return xp.reshape(shaped @ flat / n, xp.shape(eligibility)[1:])
+
+
+def exact_natural_gradient(reward_fn, p):
+    """Exact ``E_z[R(z) (z - p)]`` by enumerating all ``2**len(p)`` patterns (NumPy, small p).
+
+    For tests and teaching: this is the quantity every estimator above targets.
+    """
+    p = np.asarray(p, dtype=np.float64).ravel()
+    m = p.size
+    if m > 20:
+        raise ValueError(f"exact enumeration needs at most 20 synapses, got {m}")
+    g = np.zeros(m)
+    for bits in range(2**m):
+        z = np.array([(bits >> i) & 1 for i in range(m)], dtype=np.float64)
+        prob = np.prod(np.where(z > 0, p, 1 - p))
+        g += prob * reward_fn(z) * (z - p)
+    return g
+
+
+# ----------------------------------------------------------------------------- update
+OPTIMIZERS = ("adam", "sgd", "momentum", "adamw")
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """An optax transformation that performs gradient *ascent* with step ``lr``.
+
+    ``adam`` is the published RL optimiser (b1 0.9, b2 0.999, eps 1e-8); ``sgd`` and ``momentum``
+    the classification ones; ``adamw`` adds decoupled weight decay (used by the ES baseline).
+    """
+    import optax
+
+    if name == "adam":
+        chain = [optax.scale_by_adam(b1=b1, b2=b2, eps=eps)]
+        if weight_decay:
+            chain.append(optax.add_decayed_weights(-weight_decay))
+        return optax.chain(*chain, optax.scale(lr))
+    if name == "adamw":
+        # ascent on the objective == descent on its negative; decay pulls towards 0.
+        return optax.chain(optax.scale(-1.0), optax.adamw(lr, b1=b1, b2=b2, eps=eps,
+                                                          weight_decay=weight_decay),)
+    if name == "sgd":
+        return optax.chain(*([optax.add_decayed_weights(-weight_decay)] if weight_decay else []),
+                           optax.scale(lr))
+    if name == "momentum":
+        return optax.chain(optax.trace(decay=momentum), optax.scale(lr))
+    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+
+def apply_update(p, grad, opt, opt_state, eps: float = EPS):
+    """One RSRP step: ``p <- clip(p + opt(grad), eps, 1 - eps)``.  Returns ``(p, opt_state)``.
+
+    ``p`` and ``grad`` may be arrays or matching pytrees (e.g. ``{'in': ..., 'h': ..., 'out': ...}``).
+    """
+    import jax
+    import optax
+
+    updates, opt_state = opt.update(grad, opt_state, p)
+    p = optax.apply_updates(p, updates)
+    p = jax.tree_util.tree_map(lambda x: clip_p(x, eps), p)
+    return p, opt_state
