@@ -1,0 +1,54 @@
+"""``python -m rsrp_sim`` / ``rsrp-sim``: list protocols and methods, run, compare runs.
+
+    rsrp-sim                          list protocols, their methods and back-ends
+    rsrp-sim run cartpole [ARGS...]   same as python -m rsrp_sim.protocols.cartpole ARGS...
+    rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--out FILE]
+"""
+from __future__ import annotations
+
+import sys
+
+from .errors import UserError
+
+USAGE = __doc__
+
+
+def cmd_list() -> int:
+    from .protocols import PROTOCOLS, get
+
+    for name in PROTOCOLS:
+        proto = get(name)
+        print(f"{name}: {proto.description}")
+        print(f"    python -m {proto.module} --method M [--preset {'|'.join(proto.presets)}]")
+        for m in proto.methods.values():
+            print(f"    {m.name:<16} [{', '.join(m.backends)}]  {m.description}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("list", "ls"):
+        return cmd_list()
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd in ("-h", "--help", "help"):
+            print(USAGE)
+            return 0
+        if cmd == "run":
+            if not rest:
+                raise UserError("run needs a protocol name; see `rsrp-sim list`")
+            from .protocols import get
+
+            return get(rest[0]).main(rest[1:])
+        if cmd == "compare":
+            from .compare import main as compare_main
+
+            return compare_main(rest)
+        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

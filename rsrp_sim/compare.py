@@ -1,0 +1,126 @@
+"""``rsrp-sim compare RUN...``: overlay runs by iteration, env steps and wall-clock.
+
+Runs are grouped by method and back-end (and protocol, when several are given); each group is drawn
+as its mean over seeds with a min..max band, and a table gives final and best eval scores with 95 %
+confidence intervals over seeds.  A folder that holds run folders (a multi-seed group) is expanded.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import UserError
+from .records import CONFIG, METRICS, read_metrics
+
+
+def expand(paths) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if (p / CONFIG).is_file():
+            out.append(p)
+        elif p.is_dir():
+            subs = sorted(q for q in p.iterdir() if (q / CONFIG).is_file())
+            if not subs:
+                raise UserError(f"{p} holds no run folders (no {CONFIG} in it or its sub-folders)")
+            out.extend(subs)
+        else:
+            raise UserError(f"run folder {p} does not exist")
+    return out
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    cfg = yaml.safe_load((path / CONFIG).read_text())
+    rows = read_metrics(path / METRICS)
+    return {"path": path, "config": cfg, "rows": rows}
+
+
+def label_of(run, multi_protocol: bool) -> str:
+    c = run["config"]
+    label = f"{c['method']} [{c['backend']}]"
+    return f"{c['protocol']}: {label}" if multi_protocol else label
+
+
+def group_runs(runs) -> dict[str, list]:
+    multi = len({r["config"]["protocol"] for r in runs}) > 1
+    groups: dict[str, list] = {}
+    for r in runs:
+        groups.setdefault(label_of(r, multi), []).append(r)
+    return groups
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t confidence interval (0 for one value)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) == 1:
+        return float(v[0]), 0.0
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
+    out = []
+    for label, runs in groups.items():
+        finals = [r["rows"][-1].get(y_key) for r in runs if r["rows"]]
+        bests = [max((x.get(y_key) for x in r["rows"] if x.get(y_key) is not None), default=None)
+                 for r in runs if r["rows"]]
+        fm, fh = mean_ci(finals)
+        bm, bh = mean_ci(bests)
+        out.append({"group": label, "seeds": len(runs), "final_mean": fm, "final_ci95": fh,
+                    "best_mean": bm, "best_ci95": bh,
+                    "iterations": int(np.mean([r["rows"][-1]["iteration"] for r in runs if r["rows"]] or [0]))})
+    return out
+
+
+def format_table(rows) -> str:
+    head = f"{'group':<34} {'seeds':>5} {'final (mean ± 95% CI)':>24} {'best (mean ± 95% CI)':>24}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['group']:<34} {r['seeds']:>5} {r['final_mean']:>14.4g} ± {r['final_ci95']:<7.3g} "
+                     f"{r['best_mean']:>14.4g} ± {r['best_ci95']:<7.3g}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from . import plots
+
+    p = argparse.ArgumentParser(prog="rsrp-sim compare", description=__doc__)
+    p.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
+    p.add_argument("--x", default="iteration,env_steps,wall_s",
+                   help="comma-separated x axes: iteration, env_steps (or examples), wall_s")
+    p.add_argument("--y", default="eval_score", help="metrics column to plot (default eval_score)")
+    p.add_argument("--out", default="compare.png", help="figure file (default compare.png)")
+    args = p.parse_args(argv)
+    runs = [load_run(path) for path in expand(args.runs)]
+    x_keys = tuple(k.strip() for k in args.x.split(",") if k.strip())
+    known = {"iteration", "env_steps", "examples", "wall_s"}
+    for k in x_keys:
+        if k not in known:
+            raise UserError(f"unknown x axis {k!r}; allowed: {', '.join(sorted(known))}")
+    groups = group_runs(runs)
+    protos = {r["config"]["protocol"] for r in runs}
+    threshold = None
+    if len(protos) == 1:
+        from .protocols import get
+
+        try:
+            proto = get(next(iter(protos)))
+            thresholds = {proto.solved_threshold(type("C", (), {"env": r["config"]["config"].get("env")})())
+                          for r in runs}
+            threshold = thresholds.pop() if len(thresholds) == 1 else None
+        except UserError:
+            pass
+    path = plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, args.out, x_keys=x_keys,
+                         y_key=args.y, title=" / ".join(sorted(protos)), threshold=threshold,
+                         score_label=args.y.replace("_", " "))
+    print(format_table(table(groups, args.y)))
+    print(f"figure: {path}")
+    return 0
