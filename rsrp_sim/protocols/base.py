@@ -258,6 +258,8 @@ class Protocol:
         p.add_argument("--out", default=None, help="run folder (default runs/<protocol>/<time>_<method>_...)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
         p.add_argument("--env", default=None, help="environment id (shortcut for env=ID)")
+        p.add_argument("--device", default=None, help="back-end device, e.g. brian2's runtime, cpp_standalone, "
+                                                      "cuda_standalone (shortcut for device=NAME)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--list-keys", action="store_true", help="print the method's config keys and exit")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.1 "
@@ -268,8 +270,9 @@ class Protocol:
         args = self.parser().parse_args(argv)
         try:
             overrides = configlib.parse_overrides(args.overrides)
-            if args.env is not None:
-                overrides["env"] = args.env
+            for shortcut in ("env", "device"):
+                if getattr(args, shortcut) is not None:
+                    overrides[shortcut] = getattr(args, shortcut)
             if args.list_keys:
                 spec = self.method(args.method or next(iter(self.methods)))
                 cls = self.method_class(spec, args.backend or spec.default_backend)
