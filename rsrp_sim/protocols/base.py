@@ -158,19 +158,21 @@ class Protocol:
             backend = backend or spec.default_backend
             cls = self.method_class(spec, backend)
             cfg = self.build_config(method, backend, preset, overrides)
+            instance = cls(cfg, int(seed))  # validates everything the method checks before a folder exists
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"protocol": self.name, "method": method, "backend": backend, "preset": preset,
                    "seed": int(seed), "config": configlib.to_dict(cfg), "versions": versions(),
                    "command": " ".join(sys.argv)}
             rd = RunDir.create(out, doc)
-        return self._loop(rd, cls, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), False, progress, stop_after)
+        return self._loop(rd, cls(cfg, int(seed)), cfg, method, backend, preset, int(seed), True, progress,
+                          stop_after)
 
-    def _loop(self, rd: RunDir, cls, cfg, method, backend, preset, seed, resume, progress, stop_after):
+    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
         from tqdm.auto import tqdm
 
         from .. import plots
 
-        m = cls(cfg, seed)
         state = m.init_state()
         start, wall = 0, 0.0
         if resume:
@@ -267,7 +269,10 @@ class Protocol:
         return p
 
     def main(self, argv=None) -> int:
-        args = self.parser().parse_args(argv)
+        try:
+            args = self.parser().parse_args(argv)
+        except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
+            return int(e.code or 0)
         try:
             overrides = configlib.parse_overrides(args.overrides)
             for shortcut in ("env", "device"):
