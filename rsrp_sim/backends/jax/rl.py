@@ -51,6 +51,7 @@ class RLPopulationConfig:
     obs_norm: Literal["running", "ema_var", "none"] = "running"
     reset_pool: Literal["fresh", "fixed"] = "fresh"
     checkpoint_every: int = 1
+    member_block: int = -1  # networks stepped together in cache-sized blocks; -1 auto, 0 off
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
@@ -67,6 +68,8 @@ class RLPopulationConfig:
         for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.member_block < -1:
+            raise UserError(f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
         if self.max_episode_steps < 0:
             raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
         if not self.lr > 0:
@@ -119,7 +122,7 @@ class _PopulationRL(Method):
                                              cfg.model_overrides)
         self._check_model()
         self.snn = SNN(self.const, getattr(cfg, "spike_impl", "dense"))
-        self.train_rollout = Rollout(self.env, self.snn, shared_net=False)
+        self.train_rollout = Rollout(self.env, self.snn, shared_net=False, block=self._member_block())
         self.eval_rollout = Rollout(self.env, self.snn, shared_net=True)
         self.opt = rule.make_optimizer(cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay)
         self.chunk = self._chunk_size()
@@ -134,6 +137,13 @@ class _PopulationRL(Method):
 
     def _chunk_size(self) -> int:
         return min(self.config.chunk_size, self.config.train_size)
+
+    def _member_block(self) -> int:
+        """Auto: blocks of 16 for per-member real weights on CPU (cache reuse); none otherwise."""
+        if self.config.member_block >= 0:
+            return self.config.member_block
+        on_cpu = jax.default_backend() == "cpu"
+        return 16 if on_cpu and self.snn.spike_impl == "dense" else 0
 
     # ------------------------------------------------------------------ state
     def _base_state(self, key) -> dict:
