@@ -83,9 +83,10 @@ class Protocol:
     def presets(self) -> dict[str, Any]:
         return self.spec()["presets"]
 
-    def solved_threshold(self, cfg) -> float | None:
+    def solved_threshold(self, env: str | None) -> float | None:
+        """The score at which the task counts as solved for environment ``env`` (None if undefined)."""
         thresholds = self.spec().get("solved_threshold", {}) or {}
-        return thresholds.get(getattr(cfg, "env", None))
+        return thresholds.get(env)
 
     def method(self, name: str) -> MethodSpec:
         if name not in self.methods:
@@ -181,7 +182,7 @@ class Protocol:
                 state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
             rd.truncate_metrics(start)
         rows = rd.read_metrics()
-        threshold = self.solved_threshold(cfg)
+        threshold = self.solved_threshold(getattr(cfg, "env", None))
         total = m.iterations
         title = f"{self.name}: {method} ({backend}, preset {preset}, seed {seed})"
         summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, "running")
@@ -257,6 +258,9 @@ class Protocol:
         p.add_argument("--backend", default=None, help="simulation back-end (default: the method's first)")
         p.add_argument("--preset", default="cpu", help="cpu (default, minutes on a laptop) or paper")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seeds", default=None, help="several seeds, e.g. 0,1,2 or 0-4: one run folder per seed "
+                                                     "under a group folder, then a comparison over seeds")
+        p.add_argument("--jobs", type=int, default=1, help="with --seeds: seeds run in parallel processes")
         p.add_argument("--out", default=None, help="run folder (default runs/<protocol>/<time>_<method>_...)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
         p.add_argument("--env", default=None, help="environment id (shortcut for env=ID)")
@@ -283,6 +287,8 @@ class Protocol:
                 cls = self.method_class(spec, args.backend or spec.default_backend)
                 print("\n".join(configlib.describe(cls.Config)))
                 return 0
+            if args.seeds is not None:
+                return self._main_group(args, overrides)
             rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
                              progress=not args.quiet)
         except UserError as e:
@@ -292,6 +298,24 @@ class Protocol:
         if s["status"] == "interrupted":
             print(f"interrupted; continue with: python -m {self.module} --out {s['run_dir']} --resume")
             return EXIT_INTERRUPTED
+        return 0
+
+
+    def _main_group(self, args, overrides) -> int:
+        from ..compare import format_table
+        from .groups import parse_seeds, run_group
+
+        group, summaries, table = run_group(self, args.method, args.backend, args.preset,
+                                                  parse_seeds(args.seeds), args.out, args.resume, overrides,
+                                                  jobs=args.jobs, progress=not args.quiet)
+        for s in summaries:
+            if s.get("status") != "missing":
+                print(summary_line(s))
+        if table is None:
+            print(f"interrupted; continue with: python -m {self.module} --seeds {args.seeds} --out {group} --resume")
+            return EXIT_INTERRUPTED
+        print(format_table(table))
+        print(f"group: {group} (plots/compare.png, table.csv)")
         return 0
 
 
