@@ -26,7 +26,7 @@ def test_model_overrides_are_validated():
     assert load("conn_snn", {"n_neurons": 64})["n_neurons"] == 64
     with pytest.raises(UserError, match="unknown key of model conn_snn 'n_neuron'"):
         load("conn_snn", {"n_neuron": 64})
-    with pytest.raises(UserError, match="model.n_neurons must be of type int, got 'many'"):
+    with pytest.raises(UserError, match="model.n_neurons must be int, got 'many'"):
         load("conn_snn", {"n_neurons": "many"})
     with pytest.raises(UserError, match="unknown model 'conn'"):
         load("conn", {})

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..config import coerce
 from ..errors import UserError, unknown
 
 
@@ -28,26 +29,8 @@ def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     for key, value in (overrides or {}).items():
         if key not in data:
             raise unknown(f"key of model {name}", key, sorted(data))
-        data[key] = _coerce(f"model.{key}", value, data[key])
+        data[key] = coerce(f"model.{key}", value, type(data[key]))
     return data
-
-
-def _coerce(key: str, value, default):
-    """Convert an override to the type of the YAML default, or raise a one-line UserError."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    raise UserError(f"{key} must be of type {kind.__name__}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
