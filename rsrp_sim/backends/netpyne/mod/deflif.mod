@@ -118,6 +118,10 @@ PROCEDURE decay() {
 
 NET_RECEIVE (wAM, wNM, wGA, wAM2, wNM2, wGA2) {
     LOCAL dev
+    INITIAL {
+        : keep all six weights at finitialize (without this block NEURON zeroes all but the first)
+        wNM = wNM  wGA = wGA  wAM2 = wAM2  wNM2 = wNM2  wGA2 = wGA2
+    }
     decay()
     if (flag == 2) {
         : end of the absolute refractory period
