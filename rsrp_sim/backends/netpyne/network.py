@@ -139,6 +139,7 @@ class RSTDPNetwork:
         self.n_cells = len(sim.net.cells)
         self._stim_units = [self.cell_of[g].hPointp for g in self.pop_gids[STIM_POP]]
         self._stim_ctl = [h.NetCon(None, u) for u in self._stim_units]
+        self._rates = np.zeros(len(self._stim_units))
         self._wire_plasticity()
         self.tvec, self.idvec = h.Vector(), h.Vector()
         sim.pc.spike_record(-1, self.tvec, self.idvec)
@@ -167,9 +168,9 @@ class RSTDPNetwork:
                     setattr(m, key, float(stdp[key]))
                 m.tstart = float(stdp["tstart_ms"])
                 nc_pre = sim.pc.gid_connect(int(conn["preGid"]), m)
-                nc_pre.weight[0], nc_pre.delay = 1.0, STDP_DELAY
+                nc_pre.weight[0], nc_pre.weight[1], nc_pre.delay = 1.0, 0.0, STDP_DELAY
                 nc_post = sim.pc.gid_connect(int(cell.gid), m)
-                nc_post.weight[0], nc_post.delay = -1.0, STDP_DELAY
+                nc_post.weight[0], nc_post.weight[1], nc_post.delay = -1.0, 0.0, STDP_DELAY
                 idx = RECEPTORS[self.model["plastic_receptor"]]
                 h.setpointer(conn["hObj"]._ref_weight[idx], "synweight", m)
                 self.mechs.append(m)
@@ -188,9 +189,19 @@ class RSTDPNetwork:
         self.pre_cells, self.pre_idx = np.unique(self.pre_gid, return_inverse=True)
         self.post_cells, self.post_idx = np.unique(self.post_gid, return_inverse=True)
         self._w_ptr = self._ptrvec([nc._ref_weight[idx] for nc, _, _ in self._ncs])
-        self._th_ptr = self._ptrvec([m._ref_tlasthebbelig for m in self.mechs])
-        self._ta_ptr = self._ptrvec([m._ref_tlastantielig for m in self.mechs])
+        self._r_ptr = self._ptrvec([m._ref_rpending for m in self.mechs])
         self._vec = h.Vector(self.n_plastic)
+        # reward delivery: one event into a Relay fans out to every synapse (kind 1: reward; 2: reward + reset)
+        self._relays, self._relay_ncs, self._relay_ctl = [], [], []
+        for kind in (1, 2):
+            relay = h.Relay()
+            for mech in self.mechs:
+                nc = h.NetCon(relay, mech)
+                nc.delay = 0.0
+                nc.weight[0], nc.weight[1] = 0.0, float(kind)
+                self._relay_ncs.append(nc)
+            self._relays.append(relay)
+            self._relay_ctl.append(h.NetCon(None, relay))
 
     def _ptrvec(self, refs):
         pv = self.h.PtrVector(len(refs))
@@ -219,38 +230,34 @@ class RSTDPNetwork:
         idx, n = (self.post_idx, len(self.post_cells)) if which == "in" else (self.pre_idx, len(self.pre_cells))
         return np.bincount(idx, w, n) / np.maximum(np.bincount(idx, None, n), 1)
 
-    def eligible(self, t: float) -> np.ndarray:
-        """Synapses whose eligibility trace may be non-zero at time t (a superset; the mechanism decides)."""
-        stdp = self.model["stdp"]
-        th, ta = self._gather(self._th_ptr), self._gather(self._ta_ptr)
-        if int(stdp["useRLexp"]):
-            return (th >= 0) | (ta >= 0)
-        return ((th >= 0) & (t - th <= stdp["RLlenhebb"])) | ((ta >= 0) & (t - ta <= stdp["RLlenanti"]))
-
-    def reward(self, r: float, action: int, t: float, out_ref: np.ndarray | None = None) -> int:
-        """Deliver the critic's reward ``r`` for ``action`` at time t; returns the number of synapses updated.
+    def reward(self, r: float, action: int, out_ref: np.ndarray | None = None, end_episode: bool = False):
+        """Deliver the critic's reward ``r`` for ``action`` now (and clear the eligibility if ``end_episode``).
 
         Synapses onto the motor half that acted get ``reward_main * r``, those onto the other half
         ``reward_opposite * r`` and the non-motor plastic synapses ``reward_non_motor * r``; with output
         balancing each presynaptic cell's share is scaled by ``out_ref / current mean output weight``
-        (inverted for r > 0) clipped to ``output_balancing_range``.
+        (inverted for r > 0) clipped to ``output_balancing_range``.  Each synapse's RLSTDP applies its
+        share with ``reward_punish`` (eligibility, weight bounds) when the event fanned out by a Relay
+        cell arrives, at the current time, at the start of the next simulated interval.
         """
         m = self.model
-        if r == 0 or not self.stdp_enabled:
-            return 0
-        factor = np.where(self.group == action, m["reward_main"],
-                          np.where(self.group == GROUP_OTHER, m["reward_non_motor"], m["reward_opposite"]))
-        rs = r * factor
-        if m["output_balancing"] and out_ref is not None:
-            scale = out_ref / np.maximum(self.mean_by(self.weights, "out"), 1e-12)
-            if r > 0:
-                scale = 1.0 / scale
-            lo, hi = m["output_balancing_range"]
-            rs = rs * np.clip(scale, lo, hi)[self.pre_idx]
-        idx = np.flatnonzero(self.eligible(t) & (rs != 0))
-        for i in idx:
-            self.mechs[i].reward_punish(float(rs[i]))
-        return len(idx)
+        if r != 0 and self.stdp_enabled:
+            factor = np.where(self.group == action, m["reward_main"],
+                              np.where(self.group == GROUP_OTHER, m["reward_non_motor"], m["reward_opposite"]))
+            rs = r * factor
+            if m["output_balancing"] and out_ref is not None:
+                scale = out_ref / np.maximum(self.mean_by(self.weights, "out"), 1e-12)
+                if r > 0:
+                    scale = 1.0 / scale
+                lo, hi = m["output_balancing_range"]
+                rs = rs * np.clip(scale, lo, hi)[self.pre_idx]
+        elif end_episode:
+            rs = np.zeros(self.n_plastic)
+        else:
+            return
+        self._vec.from_python(rs)
+        self._r_ptr.scatter(self._vec)
+        self._relay_ctl[1 if end_episode else 0].event(self.h.t)
 
     def reset_eligibility(self):
         for mech in self.mechs:
@@ -267,11 +274,12 @@ class RSTDPNetwork:
     def set_rates(self, rates_hz: np.ndarray):
         """Input unit rates (Hz); units whose rate changes are rescheduled at once."""
         t = self.h.t
-        for unit, ctl, r in zip(self._stim_units, self._stim_ctl, rates_hz):
-            if unit.hz != r:
-                unit.hz = float(r)
-                if self._initialized:  # before the first run the units start from `hz` at initialisation
-                    ctl.event(t)
+        rates_hz = np.asarray(rates_hz, dtype=float)
+        for i in np.flatnonzero(rates_hz != self._rates):
+            self._stim_units[i].hz = float(rates_hz[i])
+            if self._initialized:  # before the first run the units start from `hz` at initialisation
+                self._stim_ctl[i].event(t)
+        self._rates = rates_hz.copy()
 
     def set_input_seeds(self, *ids: int):
         """Random123 stream ids of the (Poisson) input units: (ids..., unit index)."""
@@ -303,3 +311,5 @@ class RSTDPNetwork:
                 sim.runSimWithIntervalFunc(self.action_ms, controller)
         except StopRun:
             pass
+        # deliver the events the last controller call queued (e.g. the final reward) before anyone reads weights
+        sim.pc.psolve(self.h.t + sim.cfg.dt)

@@ -20,6 +20,11 @@ reward_punish(r) (called by the controller when the critic gives a reward r != 0
            exp(-(t - tlasthebbelig)/RLlenhebb)), else 0; anti likewise with RLantiwt (<= 0), RLlenanti,
     synweight <- clip(synweight + dw, wbase, wmax).
 Traces are not consumed by a reward; reset_eligibility() clears them (done at episode ends).
+
+Delivering rewards to many synapses at once: set each synapse's `rpending` (e.g. through an
+h.PtrVector) and send it an event with weight vector (0, kind): kind 1 applies
+reward_punish(rpending), kind 2 does the same and then reset_eligibility(); rpending is then
+cleared.  (rsrp_sim fans one event out to all synapses through a Relay cell.)
 ENDCOMMENT
 
 NEURON {
@@ -27,7 +32,7 @@ NEURON {
     POINTER synweight
     RANGE RLwindhebb, RLwindanti, RLlenhebb, RLlenanti, RLhebbwt, RLantiwt, useRLexp
     RANGE wbase, wmax, RLon, tstart, mindt
-    RANGE tlastpre, tlastpost, tlasthebbelig, tlastantielig, lastdw
+    RANGE tlastpre, tlastpost, tlasthebbelig, tlastantielig, lastdw, rpending
 }
 
 PARAMETER {
@@ -52,11 +57,13 @@ ASSIGNED {
     tlasthebbelig (ms)
     tlastantielig (ms)
     lastdw
+    rpending
 }
 
 INITIAL {
     reset_eligibility()
     lastdw = 0
+    rpending = 0
 }
 
 PROCEDURE reset_eligibility() {
@@ -66,8 +73,18 @@ PROCEDURE reset_eligibility() {
     tlastantielig = -1
 }
 
-NET_RECEIVE (w) {
-    if (t >= tstart) {
+NET_RECEIVE (w, kind) {
+    INITIAL {
+        kind = kind  : keep the event kind at finitialize (NEURON zeroes extra weights otherwise)
+    }
+    if (kind == 1 || kind == 2) {
+        : reward event
+        reward_punish(rpending)
+        rpending = 0
+        if (kind == 2) {
+            reset_eligibility()
+        }
+    } else if (t >= tstart) {
         if (w >= 0) {
             : presynaptic spike: anti-Hebbian pairing with the last postsynaptic spike
             if (tlastpost > -1 && t - tlastpost > mindt && t - tlastpost <= RLwindanti) {
