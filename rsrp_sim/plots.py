@@ -31,7 +31,8 @@ def _column(rows, key):
 
 
 def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: float | None = None,
-                   score_label: str = "episode return", steps_field: str = "env_steps"):
+                   score_label: str = "episode return", steps_field: str = "env_steps",
+                   labels: tuple[str, str] = ("train (population mean)", "eval (deterministic network)")):
     """Train and eval score against iteration and against env steps (two panels)."""
     plt = _plt()
     path = Path(path)
@@ -39,8 +40,8 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, xkey in zip(axes, ("iteration", steps_field)):
         x = _column(rows, xkey)
-        for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label="train (population mean)")),
-                           ("eval_score", dict(color="tab:red", lw=2, label="eval (deterministic network)"))):
+        for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label=labels[0])),
+                           ("eval_score", dict(color="tab:red", lw=2, label=labels[1]))):
             y = _column(rows, key)
             if np.isfinite(y).any():
                 ax.plot(x, y, **style)

@@ -32,6 +32,9 @@ class StopRun(Exception):
     """Raised by a controller to end the current simulation."""
 
 
+_current: "RSTDPNetwork | None" = None  # NetPyNE holds one network per process
+
+
 def conn_type(pre: str, post: str) -> str:
     return pre[0] + post[0]
 
@@ -126,7 +129,10 @@ class RSTDPNetwork:
                 "preConds": {"pop": s["pre"]}, "postConds": {"pop": s["post"]}, "convergence": s["conv"],
                 "weight": s["weight"], "weightIndex": RECEPTORS[s["receptor"]], "delay": f"uniform({lo}, {hi})"}
 
-        if hasattr(sim, "net"):
+        global _current
+        if _current is not None:
+            _current.close()
+        elif hasattr(sim, "net"):
             with _quiet():
                 sim.clearAll()
         with _quiet(stderr=True):
@@ -145,6 +151,22 @@ class RSTDPNetwork:
         sim.pc.spike_record(-1, self.tvec, self.idvec)
         self.stdp_enabled = True
         self._initialized = False
+        self.alive = True
+        _current = self
+
+    def close(self):
+        """Release this network's NEURON objects and NetPyNE's network (building another one does this)."""
+        global _current
+        if not self.alive:
+            return
+        self.alive = False
+        for name in ("mechs", "_ncs", "_relays", "_relay_ncs", "_relay_ctl", "_stim_units", "_stim_ctl", "_w_ptr",
+                     "_r_ptr", "_vec", "_host", "cell_of", "tvec", "idvec"):
+            self.__dict__.pop(name, None)
+        with _quiet():
+            self.sim.clearAll()
+        if _current is self:
+            _current = None
 
     # ------------------------------------------------------------------ plasticity
     def _wire_plasticity(self):

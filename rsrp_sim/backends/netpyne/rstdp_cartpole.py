@@ -155,6 +155,7 @@ class RSTDPCartPole(Method):
     Config = RSTDPConfig
     iterations_key = "episodes"
     steps_field = "env_steps"
+    curve_labels = ("train (mean of the iteration's episodes)", "eval (frozen network, mean of eval_episodes)")
 
     def __init__(self, config, seed: int):
         super().__init__(config, seed)
@@ -181,7 +182,7 @@ class RSTDPCartPole(Method):
     # ------------------------------------------------------------------ network
     @property
     def net(self):
-        if self._net is None:
+        if self._net is None or not self._net.alive:  # (re)build; another network may have replaced it
             from .network import GROUP_LEFT, GROUP_OTHER, GROUP_RIGHT, RSTDPNetwork
 
             net = RSTDPNetwork(self.model, self.seed)
