@@ -1,7 +1,6 @@
 """NetPyNE/NEURON back-end: mechanism build, the RLSTDP synapse, encoding, critic, closed loop, learning."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import numpy as np
@@ -85,13 +84,12 @@ neuron_mark = pytest.mark.neuron
 
 
 @pytest.fixture(scope="session")
-def nrn(tmp_path_factory):
-    """Compile (into a session cache unless RSRP_SIM_CACHE is set) and load the mechanisms once."""
+def nrn():
+    """Compile (on first use, into the per-user cache) and load the mechanisms once per session."""
     pytest.importorskip("neuron")
     pytest.importorskip("netpyne")
     from rsrp_sim.backends.netpyne import mechanisms
 
-    os.environ.setdefault(mechanisms.CACHE_ENV, str(tmp_path_factory.mktemp("rsrp_cache")))
     try:
         lib = mechanisms.load()
     except UserError as e:
@@ -355,8 +353,14 @@ def test_rstdp_config_errors_are_one_line():
         PROTOCOL.build_config("rstdp", "netpyne", "cpu", {"episodes_per_iteration": 0})
     with pytest.raises(UserError, match="unknown back-end for method rstdp 'jax'"):
         PROTOCOL.build_config("rstdp", "jax", "cpu", {})
+    with pytest.raises(UserError, match="unknown key of model rstdp_cartpole 'stpd'"):
+        PROTOCOL.build_config("rstdp", "netpyne", "cpu", {"model_overrides": {"stpd.RLhebbwt": 0.1}})
+    with pytest.raises(UserError, match="not an R-STDP CartPole model"):
+        PROTOCOL.build_config("rstdp", "netpyne", "cpu", {"model": "conn_snn"})
     cfg = PROTOCOL.build_config("rstdp", "netpyne", "paper", {})
     assert cfg.episodes == 9000 and cfg.env == "CartPole-v1"
+    cfg = PROTOCOL.build_config("rstdp", "netpyne", "cpu", {"model_overrides": {"stdp.RLhebbwt": 0.08}})
+    assert cfg.episodes == 200 and cfg.model_overrides == {"stdp.RLhebbwt": 0.08}
 
 
 @neuron_mark
@@ -379,6 +383,19 @@ def test_resume_continues_exactly(nrn, tmp_path):
         assert np.array_equal(za[key], zb[key])
     for f in ("learning_curve.png", "raster.png", "weights.png"):
         assert (tmp_path / "a" / "plots" / f).stat().st_size > 1000
+    # `rsrp-sim compare` overlays it with a JAX method's run (same metrics columns)
+    from rsrp_sim import compare
+    from rsrp_sim.records import RunDir
+
+    jax_run = RunDir.create(tmp_path / "jax", {"protocol": "cartpole", "method": "rsrp", "backend": "jax",
+                                               "preset": "cpu", "seed": 0, "config": {"env": "CartPole-v1"}})
+    for i in (1, 2):
+        jax_run.append_metrics({"iteration": i, "env_steps": 5000 * i, "wall_s": 3.0 * i, "train_score": 20.0 * i,
+                                "eval_score": 30.0 * i})
+    groups = compare.group_runs([compare.load_run(p) for p in compare.expand([tmp_path / "a", tmp_path / "jax"])])
+    assert set(groups) == {"rstdp [netpyne]", "rsrp [jax]"}
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "jax"), "--out", str(tmp_path / "cmp.png")]) == 0
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
 @neuron_mark

@@ -3,7 +3,7 @@
 :class:`RSTDPNetwork` builds the populations (DeflIF cells, RateGen input units), the connectivity
 (NetPyNE convergence rules, seeded), one RLSTDP mechanism per plastic synapse, and spike recording.
 It exposes the plastic weights as NumPy arrays (gathered/scattered through ``h.PtrVector``), the
-reward delivery (``reward_punish`` of the mechanisms, targeted by motor half), the homeostatic input
+reward delivery (each synapse's ``reward_punish``, targeted by motor half), the homeostatic input
 normalisation and the input rates.  :meth:`RSTDPNetwork.run` runs one simulation through NetPyNE's
 ``sim.runSimWithIntervalFunc``, calling a controller every ``action_ms``; the controller stops the
 simulation by raising :class:`StopRun`.
@@ -149,7 +149,6 @@ class RSTDPNetwork:
         self._wire_plasticity()
         self.tvec, self.idvec = h.Vector(), h.Vector()
         sim.pc.spike_record(-1, self.tvec, self.idvec)
-        self.stdp_enabled = True
         self._initialized = False
         self.alive = True
         _current = self
@@ -263,7 +262,7 @@ class RSTDPNetwork:
         cell arrives, at the current time, at the start of the next simulated interval.
         """
         m = self.model
-        if r != 0 and self.stdp_enabled:
+        if r != 0:
             factor = np.where(self.group == action, m["reward_main"],
                               np.where(self.group == GROUP_OTHER, m["reward_non_motor"], m["reward_opposite"]))
             rs = r * factor

@@ -40,9 +40,9 @@ ENVS = ("CartPole-v1",)
 @dataclasses.dataclass
 class RSTDPConfig:
     env: str = "CartPole-v1"
-    episodes: int = 5000  # training episodes in total
-    episodes_per_iteration: int = 25
-    eval_episodes: int = 5  # frozen-plasticity test episodes after each iteration (0: none)
+    episodes: int = 9000  # training episodes in total (defaults: the paper preset)
+    episodes_per_iteration: int = 100
+    eval_episodes: int = 10  # frozen-plasticity test episodes after each iteration (0: none)
     max_episode_steps: int = 0  # 0: the environment's own limit (500)
     raster_ms: float = 5000.0  # simulated time shown in the final raster plot
     checkpoint_every: int = 1
@@ -59,6 +59,14 @@ class RSTDPConfig:
             raise UserError("eval_episodes and max_episode_steps must be >= 0")
         if self.raster_ms <= 0:
             raise UserError(f"raster_ms must be > 0, got {self.raster_ms}")
+        load_model(self.model, self.model_overrides)  # bad model keys fail here, before a run folder exists
+
+
+def load_model(name: str, overrides: dict) -> dict[str, Any]:
+    model = models.load(name, overrides)
+    if "populations" not in model or "stdp" not in model:
+        raise UserError(f"model {name!r} is not an R-STDP CartPole model (see models/rstdp_cartpole.yaml)")
+    return model
 
 
 def _episode_seed(seed: int, stream: int, k: int) -> int:
@@ -159,9 +167,7 @@ class RSTDPCartPole(Method):
 
     def __init__(self, config, seed: int):
         super().__init__(config, seed)
-        self.model = models.load(config.model, config.model_overrides)
-        if "populations" not in self.model or "stdp" not in self.model:
-            raise UserError(f"model {config.model!r} is not an R-STDP CartPole model (see models/rstdp_cartpole.yaml)")
+        self.model = load_model(config.model, config.model_overrides)
         self.encoder = Encoder(self.model)
         self.critic = Critic(self.model["critic"])
         n_in = self.model["populations"][self.model["input_pop"]]
@@ -234,8 +240,6 @@ class RSTDPCartPole(Method):
             raise UserError("the saved plastic synapses do not match the network built from this config and seed")
 
     def _simulate(self, state, n_episodes, train, seeds, rng, stream, record=False, stop_ms=None):
-        from .network import StopRun  # noqa: F401  (raised by _Block)
-
         net = self.net
         net.set_input_seeds(self.seed, stream)
         block = _Block(self, state, n_episodes, train, seeds, rng, record=record, stop_ms=stop_ms)
