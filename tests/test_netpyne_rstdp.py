@@ -285,6 +285,50 @@ def test_deflif_cell_spikes_refractoriness_and_block(nrn):
     assert c.Vm > -25.0 and len(out) == 0
 
 
+@neuron_mark
+def test_rategen_regular_and_poisson_rates(nrn):
+    from neuron import h
+
+    u = h.RateGen()
+    u.hz = 50.0
+    ctl = h.NetCon(None, u)
+    out = h.Vector()
+    rec = h.NetCon(u, None)
+    rec.record(out)
+    h.finitialize()
+    h.continuerun(100.0)
+    assert list(out) == pytest.approx([0, 20, 40, 60, 80, 100])
+    u.hz = 200.0  # faster: continues from the last spike at the new interval
+    ctl.event(h.t)
+    h.continuerun(120.0)
+    assert np.diff(list(out)[5:]) == pytest.approx([5.0] * 4)
+    u.hz = 0.0  # silent
+    ctl.event(h.t)
+    h.continuerun(300.0)
+    assert len(out) == 10
+    u.hz = 50.0  # switched on after a pause: fires at once
+    ctl.event(h.t)
+    h.continuerun(301.0)
+    assert out[-1] == pytest.approx(300.0)
+
+    def poisson(ids, hz=100.0, ms=5000.0):
+        p = h.RateGen()
+        p.noise, p.hz = 1.0, hz
+        p.ranvar.set_ids(*ids)
+        v = h.Vector()
+        nc = h.NetCon(p, None)
+        nc.record(v)
+        h.finitialize()
+        h.continuerun(ms)
+        return np.array(v)
+
+    a, b, c = poisson((1, 2, 3)), poisson((1, 2, 3)), poisson((1, 2, 4))
+    assert abs(len(a) - 500) < 4 * np.sqrt(500)
+    isi = np.diff(a)
+    assert isi.std() / isi.mean() == pytest.approx(1.0, abs=0.15)  # exponential intervals
+    assert np.array_equal(a, b) and not np.array_equal(a, c)  # reproducible per stream id
+
+
 # ---------------------------------------------------------------------------------------------- network
 @pytest.fixture(scope="module")
 def method(nrn):

@@ -109,8 +109,12 @@ def build(directory: Path | None = None, force: bool = False) -> Path:
         raise UserError(f"cannot compile the NEURON mechanisms: nrnivmodl not found; {INSTALL_HINT}")
     if find_compiler() is None:
         raise UserError(f"cannot compile the NEURON mechanisms: no C++ compiler/make found; {INSTALL_HINT}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    except OSError as e:
+        raise UserError(f"cannot write the NEURON mechanism cache {target.parent} ({e.strerror}); "
+                        f"set {CACHE_ENV} to a writable folder") from None
     try:
         for f in mod_files(directory):
             shutil.copy2(f, work / f.name)
