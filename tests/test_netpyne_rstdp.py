@@ -389,6 +389,8 @@ def test_closed_loop_rewards_move_the_acting_half(method, monkeypatch, r):
 
 # ---------------------------------------------------------------------------------------------- protocol
 def test_rstdp_config_errors_are_one_line():
+    pytest.importorskip("neuron")
+    pytest.importorskip("netpyne")
     from rsrp_sim.protocols.cartpole import PROTOCOL
 
     with pytest.raises(UserError, match="rstdp supports env CartPole-v1"):

@@ -23,6 +23,7 @@ method state, so a resumed run continues exactly where the checkpoint left off.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from typing import Any
 
@@ -35,6 +36,10 @@ from .rstdp_io import LEFT, RIGHT, UNDECIDED, Critic, Encoder, decide
 
 RECENT = 64  # training episode lengths kept in the state (>= 50)
 ENVS = ("CartPole-v1",)
+
+for _pkg in ("neuron", "netpyne"):  # fail at selection time (the protocol turns this into a one-line hint)
+    if importlib.util.find_spec(_pkg) is None:
+        raise ImportError(f"No module named {_pkg!r}")
 
 
 @dataclasses.dataclass
