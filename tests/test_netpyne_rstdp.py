@@ -337,7 +337,7 @@ def method(nrn):
 
     cfg = RSTDPConfig(episodes=6, episodes_per_iteration=3, eval_episodes=1,
                       model_overrides={"normalize_inputs_every": 0, "gain_control_every": 0,
-                                       "output_balancing": False})
+                                       "output_balancing": False, "reward_non_motor": 0.5})
     return RSTDPCartPole(cfg, seed=3)
 
 
