@@ -86,7 +86,8 @@ def main(argv=None) -> int:
         "cells": method.net.n_cells,
         "plastic_synapses": method.net.n_plastic,
         "seed": args.seed,
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "load_average_1min": round(os.getloadavg()[0], 2)},  # other work on the machine slows this
     }
     text = json.dumps(out, indent=2)
     print(text)
