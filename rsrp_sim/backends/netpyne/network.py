@@ -24,7 +24,7 @@ from . import mechanisms
 
 RECEPTORS = {"AM": 0, "NM": 1, "GA": 2, "AM2": 3, "NM2": 4, "GA2": 5}  # DeflIF NetCon weight index
 STIM_POP = "stim"
-GROUP_LEFT, GROUP_RIGHT, GROUP_OTHER = 0, 1, 2
+GROUP_LEFT, GROUP_RIGHT, GROUP_OTHER = 0, 1, 2  # plastic synapses onto EM-left / EM-right (= action ids) / others
 STDP_DELAY = 1.0  # ms, the same for the pre and post spike NetCons feeding RLSTDP
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from ...errors import UserError
 from ...method import Method
 from ... import models
-from .rstdp_io import LEFT, RIGHT, UNDECIDED, Critic, Encoder, decide
+from .rstdp_io import UNDECIDED, Critic, Encoder, decide
 
 RECENT = 64  # training episode lengths kept in the state (>= 50)
 ENVS = ("CartPole-v1",)
@@ -194,7 +194,7 @@ class RSTDPCartPole(Method):
     @property
     def net(self):
         if self._net is None or not self._net.alive:  # (re)build; another network may have replaced it
-            from .network import GROUP_LEFT, GROUP_OTHER, GROUP_RIGHT, RSTDPNetwork
+            from .network import RSTDPNetwork
 
             net = RSTDPNetwork(self.model, self.seed)
             motor = net.pop_gids[self.model["motor_pop"]]
@@ -215,8 +215,6 @@ class RSTDPCartPole(Method):
             # gain-control group of each plastic post cell (0 association, 1/2 motor halves)
             self.post_group = groups[net.post_cells].clip(0, 2)
             self._net = net
-            assert GROUP_LEFT == 0 and GROUP_RIGHT == 1 and GROUP_OTHER == 2  # action ids = group ids
-            assert LEFT == GROUP_LEFT and RIGHT == GROUP_RIGHT
         return self._net
 
     # ------------------------------------------------------------------ state
@@ -323,7 +321,11 @@ class RSTDPCartPole(Method):
 
         plots_dir = run_dir / "plots"
         init = self.init_state()["weights"]
-        names = {0: "EA->EM (motor, left)", 1: "EA->EM (motor, right)", 2: "ES->EA (association)"}
+        motor = self.model["motor_pop"]
+        to_motor = [c.replace("-", "->") for c in self.model["plastic"] if c.endswith(f"-{motor}")]
+        others = [c.replace("-", "->") for c in self.model["plastic"] if not c.endswith(f"-{motor}")]
+        names = {0: f"{', '.join(to_motor)} (left half)", 1: f"{', '.join(to_motor)} (right half)",
+                 2: ", ".join(others)}
         groups = {names[g]: (init[self.net.group == g], state["weights"][self.net.group == g])
                   for g in (2, 0, 1) if (self.net.group == g).any()}
         plots.weight_histogram(groups, plots_dir / "weights.png", title="R-STDP plastic weights (initial vs final)")
@@ -331,8 +333,7 @@ class RSTDPCartPole(Method):
         if ev.spikes:
             t = np.concatenate([s[0] for s in ev.spikes])
             g = np.concatenate([s[1] for s in ev.spikes])
-            order = [p for p in self.model["populations"]]
-            plots.raster(t, g, {p: self.net.pop_gids[p] for p in order}, plots_dir / "raster.png",
+            plots.raster(t, g, {p: self.net.pop_gids[p] for p in self.model["populations"]}, plots_dir / "raster.png",
                          title=f"R-STDP CartPole, frozen network after {int(state['episodes'])} episodes "
                                f"(test episode: {ev.steps} steps)")
         return {"mean50": self._recent_stat(state, 50, np.mean), "median21": self._recent_stat(state, 21, np.median),
