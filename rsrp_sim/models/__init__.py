@@ -22,14 +22,23 @@ def available() -> list[str]:
 
 
 def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read ``models/<name>.yaml`` and apply validated ``overrides`` (same keys, same types)."""
+    """Read ``models/<name>.yaml`` and apply validated ``overrides`` (same keys, same types).
+
+    A key may be a dotted path into nested mappings (``stdp.RLhebbwt``, ``cells.E.VTH``).
+    """
     if name not in available():
         raise unknown("model", name, available())
     data = yaml.safe_load(resources.files(__name__).joinpath(f"{name}.yaml").read_text())
     for key, value in (overrides or {}).items():
-        if key not in data:
-            raise unknown(f"key of model {name}", key, sorted(data))
-        data[key] = coerce(f"model.{key}", value, type(data[key]))
+        node, parts = data, key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict):
+                raise UserError(f"model.{'.'.join(parts[:depth])} is a value, not a group of keys")
+            if part not in node:
+                raise unknown(f"key of model {'.'.join([name] + parts[:depth])}", part, sorted(node))
+            if depth < len(parts) - 1:
+                node = node[part]
+        node[parts[-1]] = coerce(f"model.{key}", value, type(node[parts[-1]]))
     return data
 
 

@@ -222,7 +222,7 @@ class Protocol:
         rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
         if rows:
             plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", title, threshold,
-                                 score_label=self.score_label, steps_field=m.steps_field)
+                                 score_label=self.score_label, steps_field=m.steps_field, labels=m.curve_labels)
         extras = m.finalize(state, rd.path) if status == "completed" else {}
         summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status)
         summary.update(extras)
