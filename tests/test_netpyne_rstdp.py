@@ -75,7 +75,7 @@ def test_model_connectivity_matches_the_published_table():
 def test_bad_model_override_is_one_line():
     with pytest.raises(UserError, match="unknown key of model rstdp_cartpole.stdp 'RLhebwt'"):
         models.load("rstdp_cartpole", {"stdp.RLhebwt": 0.1})
-    with pytest.raises(UserError, match="model.stdp.RLhebbwt must be of type float"):
+    with pytest.raises(UserError, match="model.stdp.RLhebbwt must be float"):
         models.load("rstdp_cartpole", {"stdp.RLhebbwt": "big"})
 
 
