@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import numpy as np
 
@@ -84,7 +85,9 @@ class BraxEnv:
         envs = _import_brax()
         self.name, self.pipeline, self.max_steps = name, pipeline, int(max_steps)
         self.id = name if pipeline == DEFAULT_PIPELINE else f"{name}:{pipeline}"
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # "Brax System, pipelines and environments are not actively being maintained" (see README)
+            warnings.filterwarnings("ignore", message="Brax System", category=UserWarning)
             self.env = envs.get_environment(name, backend=pipeline)
         size = self.env.observation_size
         if not isinstance(size, int):

@@ -57,12 +57,23 @@ def init(env, k_reset, k_loop, n, pool_keys=None):
         obs_sum=jnp.zeros((d,), jnp.float32), obs_sq=jnp.zeros((d,), jnp.float32)), n)
 
 
-def advance(env, ls, action, pool_keys=None):
-    """One step of every environment; finished ones are reset.  Returns ``(ls, reward, done)``."""
+BOOKKEEPING = ("t", "key", "ep_ret", "ep_len", "ret_sum", "n_ep", "obs_sum", "obs_sq")
+
+
+def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
+    """One step of every environment; finished ones are reset.  Returns ``(ls, reward, done)``.
+
+    ``restart`` (traced bool, with ``reset_key``): instead, reset every environment with
+    ``reset_key`` and leave the bookkeeping as it is -- how the stepped kernels start a loop
+    without compiling the reset a second time.
+    """
     n = ls["obs"].shape[0]
     key, k_step, k_res = jax.random.split(ls["key"], 3)
     obs2, st2, rew, done = jax.vmap(env.step)(jax.random.split(k_step, n), ls["env_state"], action)
     rew = rew.astype(jnp.float32)
+    if restart is not None:
+        k_res = jnp.where(restart, reset_key, k_res)
+        done = done | restart
     ret = ls["ep_ret"] + rew
     obs_r, st_r = reset_batch(env, k_res, n, pool_keys)
     new = dict(
@@ -75,6 +86,9 @@ def advance(env, ls, action, pool_keys=None):
         n_ep=ls["n_ep"] + done.astype(jnp.int32),
         obs_sum=ls["obs_sum"] + ls["obs"].sum(0),
         obs_sq=ls["obs_sq"] + (ls["obs"] ** 2).sum(0))
+    if restart is not None:
+        new.update(freeze(restart, {k: ls[k] for k in BOOKKEEPING}, {k: new[k] for k in BOOKKEEPING}))
+        rew = jnp.where(restart, 0.0, rew)
     return new, rew, done
 
 
@@ -90,17 +104,47 @@ def mean_return(ls):
 
 
 # ----------------------------------------------------------------------------- compiled kernels
-class _Kernels:
-    def __init__(self, env):
-        self.init = jax.jit(partial(init, env), static_argnums=(2,))
-        self.advance = jax.jit(partial(advance, env))
-        self.advance_until_first = jax.jit(partial(_advance_frozen, env))
-
-
-def _advance_frozen(env, ls, action, pool_keys=None):
-    active = until_first_episode(env, ls)
-    new, rew, done = advance(env, ls, action, pool_keys)
+def _kernel(env, ls, action, pool_keys, until_first, restart, reset_key):
+    active = jnp.logical_not(until_first) | until_first_episode(env, ls) | restart
+    new, rew, done = advance(env, ls, action, pool_keys, restart, reset_key)
     return freeze(active, new, ls), rew, done & active
+
+
+class _Kernels:
+    """One compiled executable per batch size (and pool mode) serves starting, stepping, and
+    stepping until every environment finished an episode."""
+
+    def __init__(self, env):
+        self.env = env
+        self._kernel = jax.jit(partial(_kernel, env))
+        self._templates = {}
+        self._no_key = jax.random.PRNGKey(0)
+
+    def _template(self, n, pool_keys):
+        """A zero loop state and action of the right shapes (traced, never compiled)."""
+        k = (n, pool_keys is None)
+        if k not in self._templates:
+            shapes = jax.eval_shape(lambda key: init(self.env, key, key, n, pool_keys), self._no_key)
+            ls = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            if self.env.action_kind == "continuous":
+                action = jnp.zeros((n, self.env.n_actions), jnp.float32)
+            else:
+                action = jnp.zeros((n,), jnp.int32)
+            self._templates[k] = (ls, action)
+        return self._templates[k]
+
+    def init(self, k_reset, k_loop, n, pool_keys=None):
+        """Same loop state as :func:`init`, through the stepping kernel."""
+        ls, action = self._template(n, pool_keys)
+        ls = shard_members(dict(ls, key=k_loop), n)
+        return self._kernel(ls, action, pool_keys, False, True, k_reset)[0]
+
+    def advance(self, ls, action, pool_keys=None):
+        return self._kernel(ls, action, pool_keys, False, False, self._no_key)
+
+    def advance_until_first(self, ls, action, pool_keys=None):
+        """:func:`advance`, a no-op once every environment has finished an episode (or at the cap)."""
+        return self._kernel(ls, action, pool_keys, True, False, self._no_key)
 
 
 def kernels(env) -> _Kernels:

@@ -38,15 +38,17 @@ def member_sharding(n: int):
 
 
 def shard_members(tree, n: int):
-    """Inside ``jit``: constrain every leaf whose leading axis has length ``n`` to be split over
-    the devices; other leaves (scalars, per-population sums) are left to the partitioner."""
+    """Split every leaf whose leading axis has length ``n`` over the devices (a sharding constraint
+    inside ``jit``, a transfer outside); other leaves (scalars, population sums) are left as they are."""
     sh = member_sharding(n)
     if sh is None:
         return tree
 
     def one(x):
         if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n:
-            return jax.lax.with_sharding_constraint(x, sh)
+            if isinstance(x, jax.core.Tracer):
+                return jax.lax.with_sharding_constraint(x, sh)
+            return jax.device_put(x, sh)
         return x
 
     return jax.tree_util.tree_map(one, tree)
