@@ -37,7 +37,8 @@ _CACHE: dict = {}
 def _import_brax():
     try:
         # mujoco.mjx prints "Failed to import warp" on stdout when the optional warp is absent
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="JAXopt is no longer maintained", category=DeprecationWarning)
             from brax import envs
     except Exception as e:  # ImportError, or a broken mujoco install
         raise UserError(f"Brax environments need brax ({type(e).__name__}: {e}); install with {INSTALL_HINT}") \

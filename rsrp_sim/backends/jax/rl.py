@@ -8,6 +8,10 @@ One generation:
      (:func:`rsrp_sim.rule.natural_gradient_sum`), so memory stays bounded by the chunk size;
   4. one optimiser step (:func:`rsrp_sim.rule.apply_update`);
   5. the deterministic network (p > 0.5, or the ES mean) is evaluated on ``eval_size`` episodes.
+
+Each chunk's member axis is split across all visible devices (:mod:`.sharding`).  Environments
+with ``stepped = True`` (Brax) are rolled out by a host loop over compiled kernels instead of one
+fused ``jit`` (:mod:`.population`); the numbers are the same.
 """
 from __future__ import annotations
 
