@@ -55,10 +55,14 @@ def brax_names() -> list[str]:
     return sorted(envs._envs)
 
 
+#: Brax 0.14's tasks (known without importing Brax, so a missing install gets the right error)
+KNOWN_TASKS = ("ant", "fast", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
+               "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
+
+
 def is_brax_id(env_id: str) -> bool:
-    """Whether ``env_id`` names a Brax task: lowercase ``name`` or ``name:pipeline``."""
-    name = env_id.split(":", 1)[0]
-    return name.islower() and "-" not in name and name.replace("_", "").isalnum()
+    """Whether ``env_id`` names a Brax task: ``name`` or ``name:pipeline``."""
+    return ":" in env_id or env_id in KNOWN_TASKS
 
 
 def make(env_id: str, max_steps: int | None = None) -> "BraxEnv":

@@ -355,14 +355,16 @@ class PPOLSTM(Method):
         kern = envloop.kernels(self.env)
         k_col, k_learn = jax.random.split(key)
         params, carry0, ls = st["params"], st["carry"], st["loop"]
+        run = {k: st[k] for k in ("carry", "first", "disc_ret", "obs_stats")}  # what a step reads
         recs = []
         for k in jax.random.split(k_col, self.config.horizon):
-            carry, env_act, rec = self._act_fn(params, st, ls, k)
+            carry, env_act, rec = self._act_fn(params, run, ls, k)
             ls, rew, done = kern.advance(ls, env_act, None)
-            st, rec = self._post_fn(st, carry, rec, rew, done)
+            run, rec = self._post_fn(run, carry, rec, rew, done)
             recs.append(rec)
         recs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *recs)
-        st, batch = self._finish_fn(params, dict(st, loop=ls), ls, recs)
+        fin, batch = self._finish_fn(params, dict(run, ret_stats=st["ret_stats"]), ls, recs)
+        st = dict(st, loop=ls, **fin)
         params, opt, aux = self._learn(params, st["opt"], carry0, batch, k_learn)
         return dict(st, params=params, opt=opt), aux
 
