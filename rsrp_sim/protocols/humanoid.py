@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import sys
 
-from .base import MethodSpec, Protocol
+from .base import Protocol
+from .cartpole import PROTOCOL as _CARTPOLE
 
-JAX_RL = "rsrp_sim.backends.jax.rl"
+#: the same method registry as CartPole's (spiking-network methods and the PPO-LSTM baseline)
+METHODS = ("rsrp", "rsrp-reservoir", "es", "ppo-lstm")
 
 PROTOCOL = Protocol(
     name="humanoid",
     description="Brax Humanoid (and other Brax locomotion tasks) with RSRP, ES and PPO-LSTM (SPEC §4).",
     module="rsrp_sim.protocols.humanoid",
-    methods=[
-        MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}),
-        MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}, defaults={"reservoir": True}),
-        MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
-                   {"jax": f"{JAX_RL}:ESTrainer"}),
-        MethodSpec("ppo-lstm", "PPO with an LSTM policy (tanh-Gaussian head)",
-                   {"jax": "rsrp_sim.backends.jax.ppo:PPOLSTM"}),
-    ],
+    methods=[_CARTPOLE.method(m) for m in METHODS],
 )
 
 if __name__ == "__main__":
