@@ -9,6 +9,7 @@ from rsrp_sim.errors import UserError
 brax = pytest.importorskip("brax", reason="Brax is not installed (the rl extra)")
 
 from rsrp_sim import envs  # noqa: E402
+from rsrp_sim.envs import brax as brax_adapter  # noqa: E402
 from rsrp_sim.protocols.humanoid import PROTOCOL  # noqa: E402
 
 
@@ -17,7 +18,8 @@ def test_brax_ids_and_errors():
     assert (env.obs_dim, env.n_actions, env.action_kind, env.max_steps) == (244, 17, "continuous", 7)
     assert env.stepped and (env.action_low == -1).all() and (env.action_high == 1).all()
     assert envs.make("humanoid", 7) is env  # memoised: its compiled kernels are shared
-    assert envs.make("ant").max_steps == 1000
+    assert brax_adapter.is_brax_id("ant") and brax_adapter.is_brax_id("hopper:positional")
+    assert not brax_adapter.is_brax_id("CartPole-v1")
     with pytest.raises(UserError, match="did you mean 'humanoid'"):
         envs.make("humanoidd")
     with pytest.raises(UserError, match="pipeline.*allowed: spring, positional, generalized, mjx"):

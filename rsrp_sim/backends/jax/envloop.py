@@ -52,12 +52,12 @@ def init(env, k_reset, k_loop, n, pool_keys=None):
     zeros = jnp.zeros((n,), jnp.float32)
     d = obs.shape[-1]
     return shard_members(dict(
-        t=jnp.int32(0), key=k_loop, obs=obs, env_state=env_state, ep_ret=zeros, ep_len=jnp.zeros((n,), jnp.int32),
+        t=jnp.int32(0), key=k_loop, obs=obs, env_state=env_state, ep_ret=zeros,
         ret_sum=zeros, n_ep=jnp.zeros((n,), jnp.int32),
         obs_sum=jnp.zeros((d,), jnp.float32), obs_sq=jnp.zeros((d,), jnp.float32)), n)
 
 
-BOOKKEEPING = ("t", "key", "ep_ret", "ep_len", "ret_sum", "n_ep", "obs_sum", "obs_sq")
+BOOKKEEPING = ("t", "key", "ep_ret", "ret_sum", "n_ep", "obs_sum", "obs_sq")
 
 
 def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
@@ -81,7 +81,6 @@ def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
         obs=jnp.where(done[:, None], obs_r, obs2.astype(jnp.float32)),
         env_state=where_tree(done, st_r, st2),
         ep_ret=jnp.where(done, 0.0, ret),
-        ep_len=jnp.where(done, 0, ls["ep_len"] + 1),
         ret_sum=ls["ret_sum"] + jnp.where(done, ret, 0.0),
         n_ep=ls["n_ep"] + done.astype(jnp.int32),
         obs_sum=ls["obs_sum"] + ls["obs"].sum(0),

@@ -22,8 +22,6 @@ from ...envs import decode_action
 from . import envloop
 from .sharding import shard_members
 
-_where_tree = envloop.where_tree  # kept for callers of the old name
-
 
 class Rollout:
     """Population evaluation: ``rollout(nets, key, pool_keys, obs_mean, obs_scale, n_members) -> dict``.

@@ -13,6 +13,11 @@ import functools
 
 import jax
 
+try:  # public name in jax 0.10; keep working if it moves
+    from jax.core import Tracer
+except ImportError:  # pragma: no cover
+    from jax._src.core import Tracer
+
 
 @functools.lru_cache(maxsize=None)
 def _mesh():
@@ -46,7 +51,7 @@ def shard_members(tree, n: int):
 
     def one(x):
         if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n:
-            if isinstance(x, jax.core.Tracer):
+            if isinstance(x, Tracer):
                 return jax.lax.with_sharding_constraint(x, sh)
             return jax.device_put(x, sh)
         return x
