@@ -8,6 +8,7 @@ from ..errors import unknown
 #: protocol name -> module defining ``PROTOCOL``
 PROTOCOLS = {
     "cartpole": "rsrp_sim.protocols.cartpole",
+    "humanoid": "rsrp_sim.protocols.humanoid",
 }
 
 

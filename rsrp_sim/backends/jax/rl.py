@@ -8,11 +8,16 @@ One generation:
      (:func:`rsrp_sim.rule.natural_gradient_sum`), so memory stays bounded by the chunk size;
   4. one optimiser step (:func:`rsrp_sim.rule.apply_update`);
   5. the deterministic network (p > 0.5, or the ES mean) is evaluated on ``eval_size`` episodes.
+
+Each chunk's member axis is split across all visible devices (:mod:`.sharding`).  Environments
+with ``stepped = True`` (Brax) are rolled out by a host loop over compiled kernels instead of one
+fused ``jit`` (:mod:`.population`); the numbers are the same.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Literal, Optional
 
 import jax
@@ -25,6 +30,7 @@ from ...errors import UserError
 from ...method import Method
 from ...models import SNNConstants
 from .population import Rollout
+from .sharding import shard_members
 from .snn import SNN
 
 OBS_NORMS = ("running", "ema_var", "none")
@@ -127,8 +133,14 @@ class _PopulationRL(Method):
         self.opt = rule.make_optimizer(cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay)
         self.chunk = self._chunk_size()
         self.n_chunks = -(-cfg.train_size // self.chunk)
-        self._eval_fn = jax.jit(self._eval_chunk)
-        self._train_fn = jax.jit(self._train_chunk)
+        if self.train_rollout.stepped:  # e.g. Brax: sample in one jit, roll out with the env's shared kernels
+            self._nets_fn = jax.jit(self._train_nets)
+            self._eval_net_fn = jax.jit(self._eval_net)
+            self._train_fn = self._train_chunk_stepped
+            self._eval_fn = self._eval_chunk_stepped
+        else:
+            self._eval_fn = jax.jit(self._eval_chunk)
+            self._train_fn = jax.jit(self._train_chunk)
         self._grad_fn = jax.jit(self._grad_chunk)
         self._update_fn = jax.jit(self._update)
 
@@ -206,21 +218,35 @@ class _PopulationRL(Method):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ jitted pieces
-    def _train_chunk(self, params, extra, key, pool_keys, mean, scale):
+    def _train_nets(self, params, extra, key):
         members = self._chunk_members(params, extra, jax.random.fold_in(key, 0))
-        nets = jax.vmap(self.snn.prepare)(members)
-        return self.train_rollout._rollout(nets, jax.random.fold_in(key, 1), pool_keys, mean, scale,
-                                           n_members=self.chunk)
+        return shard_members(jax.vmap(self.snn.prepare)(members), self.chunk)
+
+    def _train_chunk(self, params, extra, key, pool_keys, mean, scale):
+        return self.train_rollout._rollout(self._train_nets(params, extra, key), jax.random.fold_in(key, 1),
+                                           pool_keys, mean, scale, n_members=self.chunk)
+
+    def _train_chunk_stepped(self, params, extra, key, pool_keys, mean, scale):
+        return self.train_rollout.run_stepped(self._nets_fn(params, extra, key), jax.random.fold_in(key, 1),
+                                              pool_keys, mean, scale, n_members=self.chunk)
 
     def _grad_chunk(self, params, extra, key, shaped):
         return self._grad_terms(params, extra, jax.random.fold_in(key, 0), shaped)
 
+    def _eval_net(self, params, extra):
+        return self.snn.prepare(self._eval_params(params, extra))
+
     def _eval_chunk(self, params, extra, key, pool_keys, mean, scale):
-        net = self.snn.prepare(self._eval_params(params, extra))
-        return self.eval_rollout._rollout(net, key, pool_keys, mean, scale, n_members=self.config.eval_size)
+        return self.eval_rollout._rollout(self._eval_net(params, extra), key, pool_keys, mean, scale,
+                                          n_members=self.config.eval_size)
+
+    def _eval_chunk_stepped(self, params, extra, key, pool_keys, mean, scale):
+        return self.eval_rollout.run_stepped(self._eval_net_fn(params, extra), key, pool_keys, mean, scale,
+                                             n_members=self.config.eval_size)
 
     # ------------------------------------------------------------------ one generation
     def step(self, state):
+        t0 = time.perf_counter()
         cfg = self.config
         key, k_train, k_eval = jax.random.split(state["key"], 3)
         mean, scale = self._norm_arrays(state["norm"])
@@ -276,6 +302,7 @@ class _PopulationRL(Method):
             "eval_min": float(ev["fitness"].min()),
             "episodes": episodes,
             "spikes_per_ms": float(ev["spikes"].mean() / ms),
+            "env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9),
         }
         record.update(self._param_metrics(params))
         return new_state, record
