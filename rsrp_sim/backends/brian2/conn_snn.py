@@ -129,7 +129,7 @@ class ConnSNNPopulation:
                                       dtype=f32, namespace=ns, dt=dt, name=f"{name}_neurons")
         if gate is not None:
             group, var, index = gate
-            self.neurons.running = b2.linked_var(group, var, index=np.repeat(np.asarray(index, np.int32), n))
+            self.neurons.running = b2.linked_var(group, var, index=np.repeat(np.asarray(index, np.int64), n))
         self.neurons.sgn = np.tile(c.signs(), N)
         self.neurons.v = c.v_reset
         self.neurons.run_regularly(UPDATE, when="groups", name=f"{name}_update")
