@@ -4,6 +4,7 @@
     python -m rsrp_sim.protocols.cartpole --method es
     python -m rsrp_sim.protocols.cartpole --preset paper       # pop 10240, N 256, 100 generations
     python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
+    python -m rsrp_sim.protocols.cartpole --backend brian2 --device cpp_standalone
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from .base import MethodSpec, Protocol
 
 JAX_RL = "rsrp_sim.backends.jax.rl"
+BRIAN2_RL = "rsrp_sim.backends.brian2.rl:Brian2RSRPTrainer"
 
 PROTOCOL = Protocol(
     name="cartpole",
@@ -19,9 +21,9 @@ PROTOCOL = Protocol(
     module="rsrp_sim.protocols.cartpole",
     methods=[
         MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}),
+                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}),
         MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}, defaults={"reservoir": True}),
+                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}, defaults={"reservoir": True}),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
                    {"jax": f"{JAX_RL}:ESTrainer"}),
     ],

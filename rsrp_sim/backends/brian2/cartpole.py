@@ -38,8 +38,10 @@ ret_sum : 1
 n_ep : 1
 k_env : 1
 y_raw : 1
-running : 1 (linked)
-grp : integer (constant)
+member : 1
+run0 : 1 (linked)
+run1 : 1 (linked)
+running = run0 * int(member == 0) + run1 * int(member == 1) : 1
 """ + "".join(f"o{c} : 1\non{c} : 1\nobs_sum{c} : 1\nobs_sq{c} : 1\nmean{c} : 1 (shared)\nscale{c} : 1 (shared)\n"
               for c in range(4))
 
@@ -112,36 +114,35 @@ def draw_resets(rng, n_envs: int, rows: int) -> np.ndarray:
 class CartPoleGroup:
     """``n_envs`` CartPole-v1 environments in Brian2 (see the module docstring).
 
-    ``groups``: per environment, the index of its loop-control group (e.g. 0 train, 1 eval).
+    Each environment's ``member`` variable says which loop it belongs to: 0 sampled (train), 1
+    deterministic (eval), 2 padding (never steps); it can be changed between runs (``run_args``).
     ``action``: the expression choosing the action from the read-out (default ``y > 0``).
     """
 
-    def __init__(self, n_envs: int, env_dt, groups=None, max_steps: int = cp.MAX_STEPS,
+    def __init__(self, n_envs: int, env_dt, max_steps: int = cp.MAX_STEPS,
                  action: str = "int(y_raw > 0)", extra_namespace: dict | None = None, name: str = "cartpole"):
         self.n_envs = int(n_envs)
         self.max_steps = int(max_steps)
-        groups = np.zeros(self.n_envs, np.int32) if groups is None else np.asarray(groups, np.int32)
-        self.n_groups = int(groups.max()) + 1
         self.rows = table_rows(self.max_steps)
         self.resets = b2.TimedArray(np.zeros((self.rows, 4 * self.n_envs)), dt=1 * b2.ms, name=f"{name}_resets")
         ns = {**constants(self.max_steps), "resets": self.resets, **(extra_namespace or {})}
         f32 = {f"{p}{c}": np.float32 for c in range(4) for p in ("o", "on", "mean", "scale")}
         f32["y_raw"] = np.float32
         self.envs = b2.NeuronGroup(self.n_envs, ENV_EQS, dtype=f32, namespace=ns, dt=env_dt, name=f"{name}_envs")
-        self.ctrl = b2.NeuronGroup(self.n_groups, CTRL_EQS, namespace=ns, dt=env_dt, name=f"{name}_ctrl")
+        self.ctrl = b2.NeuronGroup(2, CTRL_EQS, namespace=ns, dt=env_dt, name=f"{name}_ctrl")
         self.ctrl.running = 1
-        self.to_ctrl = b2.Synapses(self.envs, self.ctrl, "unfinished_post = 1.0 * int(n_ep_pre < 1) : 1 (summed)",
+        self.to_ctrl = b2.Synapses(self.envs, self.ctrl,
+                                   "unfinished_post = 1.0 * int(n_ep_pre < 1) * int(member_pre == j) : 1 (summed)",
                                    dt=env_dt, name=f"{name}_to_ctrl")
-        self.to_ctrl.connect(i=np.arange(self.n_envs), j=groups)
-        self.envs.grp = groups
-        self.envs.running = b2.linked_var(self.ctrl, "running", index=groups.astype(np.int64))
+        self.to_ctrl.connect(i=np.repeat(np.arange(self.n_envs), 2), j=np.tile([0, 1], self.n_envs))
+        self.envs.run0 = b2.linked_var(self.ctrl, "running", index=np.zeros(self.n_envs, np.int64))
+        self.envs.run1 = b2.linked_var(self.ctrl, "running", index=np.ones(self.n_envs, np.int64))
         for c in range(4):
             setattr(self.envs, f"scale{c}", 1.0)
         self.envs.run_regularly(TICK.format(action=action), when="start", order=0, name=f"{name}_tick")
         updater = self.to_ctrl.summed_updaters["unfinished_post"]
         updater.when, updater.order = "start", 5
         self.ctrl.run_regularly(CTRL, when="start", order=6, name=f"{name}_ctrl_tick")
-        self.group_index = groups
 
     @property
     def objects(self) -> list:
@@ -154,17 +155,18 @@ class CartPoleGroup:
             t = np.concatenate([t, np.repeat(t[-1:], self.rows - len(t), axis=0)])
         return np.ascontiguousarray(t[:self.rows])
 
-    def run_args(self, resets: np.ndarray, mean, scale) -> dict:
-        """``run_args`` for one standalone run: reset table and observation normaliser."""
-        args = {self.resets: self.table(resets)}
+    def run_args(self, resets: np.ndarray, mean, scale, member) -> dict:
+        """``run_args`` for one standalone run: reset table, normaliser, loop membership."""
+        args = {self.resets: self.table(resets), self.envs.member: np.asarray(member, np.float64)}
         for c in range(4):
             args[getattr(self.envs, f"mean{c}")] = float(np.float32(mean[c]))
             args[getattr(self.envs, f"scale{c}")] = float(np.float32(scale[c]))
         return args
 
-    def set_values(self, resets: np.ndarray, mean, scale):
+    def set_values(self, resets: np.ndarray, mean, scale, member):
         """The same values written directly (runtime devices)."""
         self.resets.values[:] = self.table(resets)
+        self.envs.member = np.asarray(member, np.float64)
         for c in range(4):
             setattr(self.envs, f"mean{c}", float(np.float32(mean[c])))
             setattr(self.envs, f"scale{c}", float(np.float32(scale[c])))

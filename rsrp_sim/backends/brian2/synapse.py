@@ -124,20 +124,23 @@ class RSRPLearner:
     """Between-trial RSRP learning for one or more :class:`RSRPSynapses` (see the module docstring).
 
     ``synapses``: one group, or a dict ``name -> group`` (all with the same number of copies).
-    ``fixed``: names of groups whose ``release`` is fixed (e.g. a frozen reservoir); they are not
-    learned.  ``shaping``/``shaping_kw``: the reward transform (:func:`rsrp_sim.shaping.shape`);
-    use ``'baseline'`` or ``'raw'`` for a single network (N = 1) learning over successive trials.
-    ``optimizer``/``lr``: see :func:`rsrp_sim.rule.make_optimizer`.
+    ``fixed``: names of groups whose ``release`` is fixed (e.g. a frozen reservoir, set with
+    :meth:`set_fixed`); they are not learned.  ``shaping``/``shaping_kw``: the reward transform
+    (:func:`rsrp_sim.shaping.shape`); use ``'baseline'`` or ``'raw'`` for a single network (N = 1)
+    learning over successive trials.  ``optimizer``/``lr``: see :func:`rsrp_sim.rule.make_optimizer`.
+    ``n_members``: population size when it exceeds the copies in the network (the population is
+    then simulated chunk by chunk with :meth:`member_values`); defaults to the number of copies.
     """
 
     def __init__(self, synapses, lr: float = 0.15, optimizer: str = "adam", shaping: str = "centered_rank",
                  eps: float = rule.EPS, seed: int | None = 0, weight_decay: float = 0.0,
-                 shaping_kw: dict | None = None, fixed=()):
+                 shaping_kw: dict | None = None, fixed=(), n_members: int | None = None):
         self.groups = dict(synapses) if isinstance(synapses, dict) else {"syn": synapses}
         copies = {g.n_copies for g in self.groups.values()}
         if len(copies) != 1:
             raise ValueError(f"all synapse groups must have the same number of copies, got {sorted(copies)}")
         self.n_copies = copies.pop()
+        self.n_members = self.n_copies if n_members is None else int(n_members)
         self.fixed = set(fixed)
         self.learned = [k for k in self.groups if k not in self.fixed]
         self.eps = float(eps)
@@ -152,92 +155,116 @@ class RSRPLearner:
         self.fixed_release: dict[str, np.ndarray] = {}
         self.n_eval = 0
 
+    @property
+    def n_train(self) -> int:
+        return self.n_members - self.n_eval
+
     # ------------------------------------------------------------------ per-trial values
     def set_fixed(self, name: str, release):
         """Fix group ``name``'s release pattern (one logical pattern, used by every copy)."""
         self.fixed_release[name] = np.asarray(release, dtype=np.float32).ravel()
 
-    def trial_values(self, n_eval: int = 0, rng=None) -> dict[str, dict[str, np.ndarray]]:
-        """Per-synapse values for the next trial: ``{group: {'p': ..., 'release': ...}}``.
+    def new_trial(self, n_eval: int = 0, rng=None):
+        """Start a trial: in trial mode draw ``z ~ Bernoulli(p)`` for the sampled members.
 
-        Trial mode draws ``z ~ Bernoulli(p)`` for every copy; spike mode zeroes the eligibility.
-        The last ``n_eval`` copies are the deterministic network (``release = [p > 0.5]``; in
-        spike mode ``p`` itself is set to that 0/1 mask so they release deterministically) and do
-        not contribute to the update.  The values are laid out as the synapses (copy by copy).
+        Members ``0 .. n_members - n_eval - 1`` are sampled; the last ``n_eval`` are the
+        deterministic network (``release = [p > 0.5]``) and do not contribute to the update.
         """
+        if self.n_members - n_eval < 1:
+            raise ValueError(f"n_eval={n_eval} leaves no sampled member out of {self.n_members}")
+        self.n_eval = int(n_eval)
         rng = self.rng if rng is None else rng
-        n, n_train = self.n_copies, self.n_copies - n_eval
-        if n_train < 1:
-            raise ValueError(f"n_eval={n_eval} leaves no sampled copy out of {n}")
-        self.n_eval = n_eval
+        for name in self.learned:
+            if self.groups[name].mode == "trial":
+                self.z[name] = np.asarray(rule.sample_release(rng, self.p[name], n=self.n_train))
+
+    def member_values(self, start: int = 0, count: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per-synapse values ``{group: {variable: array}}`` of members ``start .. start+count-1``.
+
+        Laid out as the synapses (copy by copy); members past the population are padding (nothing
+        released).  Trial mode: ``release`` (and ``p``).  Spike mode: ``p`` (for the deterministic
+        members their 0/1 mask, so they release deterministically) and zeroed ``release``,
+        ``elig``, ``n_spk``.
+        """
+        count = self.n_copies if count is None else int(count)
+        rows = np.arange(start, start + count)
+        kind = np.where(rows < self.n_train, 0, np.where(rows < self.n_members, 1, 2))  # sampled/eval/pad
         out = {}
         for name, g in self.groups.items():
             if name in self.fixed:
                 rel = self.fixed_release.get(name)
                 if rel is None:
                     raise ValueError(f"group {name!r} is fixed but set_fixed() was not called")
-                rel = np.tile(rel, n)
+                rel = np.where((kind < 2)[:, None], rel[None, :], np.float32(0)).astype(np.float32).ravel()
                 out[name] = {"p": rel.copy(), "release": rel}
                 continue
             p = self.p[name]
             det = rule.deterministic_mask(p).astype(np.float32)
+            table = np.zeros((count, p.size), np.float32)
+            table[kind == 1] = det
             if g.mode == "trial":
-                z = np.asarray(rule.sample_release(rng, p, n=n_train), dtype=np.float32)
-                self.z[name] = z
-                release = np.concatenate([z, np.broadcast_to(det, (n_eval, p.size))]).ravel()
-                pv = np.tile(p, n)
-                out[name] = {"p": pv, "release": release}
+                sampled = rows[kind == 0]
+                table[kind == 0] = self.z[name][sampled]
+                pv = np.where((kind < 2)[:, None], p[None, :], np.float32(0)).astype(np.float32)
+                out[name] = {"p": pv.ravel(), "release": table.ravel()}
             else:
-                pv = np.concatenate([np.tile(p, n_train), np.tile(det, n_eval)]).astype(np.float32)
-                zeros = np.zeros(n * p.size, np.float32)
-                out[name] = {"p": pv, "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
+                table[kind == 0] = p
+                zeros = np.zeros(count * p.size, np.float32)
+                out[name] = {"p": table.ravel(), "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
         return out
 
-    def begin_trial(self, n_eval: int = 0, rng=None):
-        """Draw the next trial's values and write them into the synapses (runtime devices)."""
-        values = self.trial_values(n_eval, rng)
+    def write(self, values: dict):
+        """Write :meth:`member_values` into the synapses (runtime devices)."""
         for name, vals in values.items():
             g = self.groups[name]
             for var, v in vals.items():
-                g.variables[var].set_value(v.astype(g.variables[var].dtype))
+                g.variables[var].set_value(np.asarray(v, dtype=g.variables[var].dtype))
+
+    def run_args(self, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
+        """``device.run(run_args=...)`` entries for :meth:`member_values` (standalone devices)."""
+        return {getattr(self.groups[name], var): v for name, vals in values.items()
+                for var, v in vals.items() if var in variables}
+
+    def begin_trial(self, n_eval: int = 0, rng=None):
+        """:meth:`new_trial`, then write every copy's values into the synapses (runtime devices)."""
+        self.new_trial(n_eval, rng)
+        values = self.member_values(0, self.n_copies)
+        self.write(values)
         return values
 
-    def run_args(self, values) -> dict:
-        """``device.run(run_args=...)`` entries for :meth:`trial_values` (standalone devices)."""
-        args = {}
-        for name, vals in values.items():
-            g = self.groups[name]
-            for var, v in vals.items():
-                args[getattr(g, var)] = v
-        return args
-
     # ------------------------------------------------------------------ the update
-    def gradient(self, rewards, eligibility=None):
-        """Natural-gradient estimate from the last trial's rewards (sampled copies only).
+    def gradient(self, rewards, eligibility=None, block: int = 1024):
+        """Natural-gradient estimate from the last trial's rewards (one per sampled member).
 
-        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse (read from the groups
-        when omitted).  Returns ``(grad, shaped)``.
+        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the sampled members
+        (read from the synapses when omitted).  Trial mode sums over blocks of ``block`` members
+        (:func:`rule.natural_gradient_sum`) to bound memory.  Returns ``(grad, shaped)``.
         """
         f = np.asarray(rewards, dtype=np.float32).ravel()
-        n_train = self.n_copies - self.n_eval
+        n_train = self.n_train
         if f.size != n_train:
-            raise ValueError(f"expected {n_train} rewards (one per sampled copy), got {f.size}")
+            raise ValueError(f"expected {n_train} rewards (one per sampled member), got {f.size}")
         if not np.all(np.isfinite(f)):
             bad = int(np.flatnonzero(~np.isfinite(f))[0])
-            raise UserError(f"non-finite reward {f[bad]} for copy {bad}; rewards must be finite")
+            raise UserError(f"non-finite reward {f[bad]} for population member {bad}; rewards must be finite")
         shaped, self._next_shaping = shaping_lib.shape(f, self.shaping_name, self.shaping_state, **self.shaping_kw)
+        shaped = np.asarray(shaped, np.float32)
         grad = {}
         for name in self.learned:
             g, p = self.groups[name], self.p[name]
             if g.mode == "trial":
-                grad[name] = np.asarray(rule.natural_gradient(shaped, self.z[name], p), np.float32)
+                sum_rz, sum_r = 0.0, 0.0
+                for lo in range(0, n_train, block):
+                    rz, r = rule.natural_gradient_sum(shaped[lo:lo + block], self.z[name][lo:lo + block], p)
+                    sum_rz, sum_r = sum_rz + rz, sum_r + r
+                grad[name] = np.asarray(rule.finish_natural_gradient(sum_rz, sum_r, p, n_train), np.float32)
             else:
                 if eligibility is not None and name in eligibility:
                     e, cnt = eligibility[name]
                 else:
                     e, cnt = g.elig[:], g.n_spk[:]
-                e = np.asarray(e, np.float32).reshape(self.n_copies, -1)[:n_train]
-                cnt = np.asarray(cnt, np.float32).reshape(self.n_copies, -1)[:n_train]
+                e = np.asarray(e, np.float32).reshape(-1, p.size)[:n_train]
+                cnt = np.asarray(cnt, np.float32).reshape(-1, p.size)[:n_train]
                 grad[name] = np.asarray(rule.spike_gradient(shaped, e, cnt), np.float32)
         return grad, shaped
 
@@ -249,12 +276,6 @@ class RSRPLearner:
         self.shaping_state = self._next_shaping
         return grad
 
-    def write_p(self):
-        """Write the current ``p`` into every copy's synapses (runtime devices; informational in trial mode)."""
-        for name in self.learned:
-            g = self.groups[name]
-            g.variables["p"].set_value(np.tile(self.p[name], self.n_copies).astype(g.variables["p"].dtype))
-
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         return {"p": dict(self.p), "opt": self.opt_state, "shaping": dict(self.shaping_state)}
@@ -262,4 +283,4 @@ class RSRPLearner:
     def load_state(self, state: dict):
         self.p = {k: np.asarray(v, np.float32) for k, v in state["p"].items()}
         self.opt_state = state["opt"]
-        self.shaping_state = dict(state["shaping"])
+        self.shaping_state = {k: float(v) for k, v in state["shaping"].items()}
