@@ -14,7 +14,7 @@ is deterministic and needs no recompilation.  Rows past the table's end repeat i
 
 Loop control mirrors the JAX rollout: each group of environments (train, eval) keeps stepping
 while any of its members has not finished an episode and fewer than ``max_steps`` steps were done;
-then its environments freeze (and the networks gated by ``ctrl.running`` stop spiking).
+then its environments freeze (and the networks gated by ``envs.gate`` stop spiking).
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ member : 1
 run0 : 1 (linked)
 run1 : 1 (linked)
 running = run0 * int(member == 0) + run1 * int(member == 1) : 1
+gate : 1
 """ + "".join(f"o{c} : 1\non{c} : 1\nobs_sum{c} : 1\nobs_sq{c} : 1\nmean{c} : 1 (shared)\nscale{c} : 1 (shared)\n"
               for c in range(4))
 
@@ -117,13 +118,15 @@ class CartPoleGroup:
     Each environment's ``member`` variable says which loop it belongs to: 0 sampled (train), 1
     deterministic (eval), 2 padding (never steps); it can be changed between runs (``run_args``).
     ``action``: the expression choosing the action from the read-out (default ``y > 0``).
+    ``rows``: rows of the reset table (default :func:`table_rows`).
     """
 
     def __init__(self, n_envs: int, env_dt, max_steps: int = cp.MAX_STEPS,
-                 action: str = "int(y_raw > 0)", extra_namespace: dict | None = None, name: str = "cartpole"):
+                 action: str = "int(y_raw > 0)", extra_namespace: dict | None = None, name: str = "cartpole",
+                 rows: int | None = None):
         self.n_envs = int(n_envs)
         self.max_steps = int(max_steps)
-        self.rows = table_rows(self.max_steps)
+        self.rows = table_rows(self.max_steps) if rows is None else int(rows)
         self.resets = b2.TimedArray(np.zeros((self.rows, 4 * self.n_envs)), dt=1 * b2.ms, name=f"{name}_resets")
         ns = {**constants(self.max_steps), "resets": self.resets, **(extra_namespace or {})}
         f32 = {f"{p}{c}": np.float32 for c in range(4) for p in ("o", "on", "mean", "scale")}
@@ -143,6 +146,8 @@ class CartPoleGroup:
         updater = self.to_ctrl.summed_updaters["unfinished_post"]
         updater.when, updater.order = "start", 5
         self.ctrl.run_regularly(CTRL, when="start", order=6, name=f"{name}_ctrl_tick")
+        # ``gate``: this step's decision as a plain variable the networks can link to
+        self.envs.run_regularly("gate = running", when="start", order=7, name=f"{name}_gate")
 
     @property
     def objects(self) -> list:

@@ -96,6 +96,8 @@ def activate(device: str, directory=None, target: str = "cython"):
     """
     check_device(device, target)
     b2 = import_brian2()
+    if device != "cuda_standalone" and _GCC_ARGS:  # undo cuda_prefs' C++17 override of the C++ flags
+        b2.prefs["codegen.cpp.extra_compile_args_gcc"] = list(_GCC_ARGS[0])
     if device == "runtime":
         b2.set_device("runtime")
         b2.prefs.codegen.target = target
@@ -104,16 +106,9 @@ def activate(device: str, directory=None, target: str = "cython"):
         raise ValueError("standalone devices need a build directory")
     if device == "cuda_standalone":
         cuda_prefs()
-    current = b2.get_device()
-    if getattr(current, "has_been_run", False) or getattr(current, "build_on_run", True) is False \
-            or type(current).__name__ != "RuntimeDevice":
-        # a previous standalone network: forget it before the next one
-        with contextlib.suppress(Exception):
-            current.reinit()
     b2.set_device(device, directory=str(directory), build_on_run=False)
     dev = b2.get_device()
-    with contextlib.suppress(Exception):
-        dev.reinit()
+    dev.reinit()  # forget any network built before on this device
     dev.activate(directory=str(directory), build_on_run=False)
     return dev
 
@@ -182,6 +177,9 @@ def _add_env_path(name: str, path: str):
         os.environ[name] = os.pathsep.join([path] + parts)
 
 
+_GCC_ARGS: list = []  # the C++ flags before cuda_prefs changed them
+
+
 def cuda_prefs(compute_capability: float | None = None):
     """Apply the brian2cuda preferences (see the module docstring).  Returns them as a dict."""
     import brian2cuda  # noqa: F401  (registers the cuda_standalone device and its preferences)
@@ -204,7 +202,9 @@ def cuda_prefs(compute_capability: float | None = None):
     if version is None or version >= (13, 0):
         nvcc_args = [a for a in prefs[f"{backend}.extra_compile_args_nvcc"] if not a.startswith("-std=")]
         applied[f"{backend}.extra_compile_args_nvcc"] = nvcc_args + ["-std=c++17"]
-        gcc_args = [a for a in prefs["codegen.cpp.extra_compile_args_gcc"] if not a.startswith("-std=")]
+        if not _GCC_ARGS:
+            _GCC_ARGS.append(list(prefs["codegen.cpp.extra_compile_args_gcc"]))
+        gcc_args = [a for a in _GCC_ARGS[0] if not a.startswith("-std=")]
         applied["codegen.cpp.extra_compile_args_gcc"] = gcc_args + ["-std=c++17"]
     for key, value in applied.items():
         prefs[key] = value
@@ -255,12 +255,12 @@ class BuildDir:
         raise UserError(f"no free brian2 build folder under {base} (64 in use)")
 
     def release(self):
-        if self._lock is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # closing the file drops the flock
 
     def __del__(self):
-        with contextlib.suppress(Exception):
+        try:
             self.release()
+        except Exception:  # interpreter shutdown
+            pass

@@ -56,8 +56,9 @@ class Brian2RSRPConfig(RSRPConfig):
             raise UserError("the brian2 back-end supports reset_pool=fresh only")
 
 
-INPUT_MODEL = "".join(f"on{c} : 1 (linked)\nsel{c} : 1 (constant)\n" for c in range(4)) + \
-    "x = " + " + ".join(f"sel{c} * on{c}" for c in range(4)) + " : 1\n"
+# input units of the standalone network read their environment's normalised observation
+INPUT_MODEL = "x : 1\n" + "".join(f"on{c} : 1 (linked)\nsel{c} : 1 (constant)\n" for c in range(4))
+INPUT_READ = "x = " + " + ".join(f"sel{c} * on{c}" for c in range(4))
 
 
 class _Sim:
@@ -157,13 +158,14 @@ class StandaloneSim(_Sim):
         self.device = devices.activate(device, self.directory)
         self.env = CartPoleGroup(chunk, self.env_dt, max_steps)
         self.pop = ConnSNNPopulation(const, chunk, input_model=INPUT_MODEL, readout=self.env.envs,
-                                     gate=(self.env.envs, "running", np.arange(chunk)))
+                                     gate=(self.env.envs, "gate", np.arange(chunk)))
         units = np.arange(chunk * const.n_in)
         copy, k = np.divmod(units, const.n_in)
         for c in range(cp.OBS_DIM):
             setattr(self.pop.inputs, f"on{c}", b2.linked_var(self.env.envs, f"on{c}", index=copy.astype(np.int64)))
             sel = np.where(k == c, 1.0, 0.0) - np.where(k == c + cp.OBS_DIM, 1.0, 0.0)
             setattr(self.pop.inputs, f"sel{c}", sel)
+        self.pop.inputs.run_regularly(INPUT_READ, dt=self.env_dt, when="start", order=1, name="read_obs")
         self.net = b2.Network(*self.pop.objects, *self.env.objects)
         self.net.run(self.duration, namespace={})
         t0 = time.perf_counter()
