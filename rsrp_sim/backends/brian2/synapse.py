@@ -154,6 +154,7 @@ class RSRPLearner:
         self.z: dict[str, np.ndarray] = {}
         self.fixed_release: dict[str, np.ndarray] = {}
         self.n_eval = 0
+        self._update = None
 
     @property
     def n_train(self) -> int:
@@ -271,7 +272,12 @@ class RSRPLearner:
     def end_trial(self, rewards, eligibility=None):
         """Shape the rewards, estimate the gradient and update ``p`` (:func:`rule.apply_update`)."""
         grad, _ = self.gradient(rewards, eligibility)
-        p, self.opt_state = rule.apply_update(self.p, grad, self.opt, self.opt_state, self.eps)
+        if self._update is None:  # one compiled function instead of many eagerly compiled JAX ops
+            import jax
+
+            opt, eps = self.opt, self.eps
+            self._update = jax.jit(lambda p, g, s: rule.apply_update(p, g, opt, s, eps))
+        p, self.opt_state = self._update(self.p, grad, self.opt_state)
         self.p = {k: np.asarray(v, np.float32) for k, v in p.items()}
         self.shaping_state = self._next_shaping
         return grad
