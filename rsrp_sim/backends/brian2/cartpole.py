@@ -14,7 +14,8 @@ is deterministic and needs no recompilation.  Rows past the table's end repeat i
 
 Loop control mirrors the JAX rollout: each group of environments (train, eval) keeps stepping
 while any of its members has not finished an episode and fewer than ``max_steps`` steps were done;
-then its environments freeze (and the networks gated by ``envs.gate`` stop spiking).
+then its environments freeze (and the networks gated by ``envs.gate`` stop spiking); on
+cpp_standalone the run ends there (:meth:`CartPoleGroup.stop_early`).
 """
 from __future__ import annotations
 
@@ -84,12 +85,51 @@ running : 1
 unfinished : 1
 steps : 1
 k_ctrl : 1
+stopped : 1
 """
 CTRL = """
 steps += running * int(k_ctrl > 0)
 running = running * int(unfinished > 0) * int(steps < max_steps)
 k_ctrl += 1
+stopped = stop_if_idle(i, running)
 """
+
+# cpp_standalone: end the run once both loops are done (the two control units are updated in order)
+STOP_CPP = """
+inline double stop_if_idle(const int j, const double running)
+{{
+    static double any_running = 0;
+    if (j == 0) any_running = 0;
+    any_running += running;
+    if (j == 1 && any_running == 0)
+    {{
+{stops}
+    }}
+    return any_running == 0 ? 1.0 : 0.0;
+}}
+"""
+
+
+def stop_function(clock_names=()):
+    """``stop_if_idle(j, running)``: ends a cpp_standalone run when no loop runs; a no-op elsewhere."""
+    def stop_if_idle(j, running):
+        return np.zeros_like(np.asarray(running, dtype=float))
+
+    fn = b2.Function(stop_if_idle, arg_units=[1, 1], return_unit=1, arg_types=["integer", "float"],
+                     return_type="float", stateless=False)
+    fn.implementations.add_numpy_implementation(stop_if_idle, discard_units=True)
+    stops = "\n".join(f"        brian::{c}.set_interval(brian::{c}.t[0], brian::{c}.t[0]);" for c in clock_names)
+    fn.implementations.add_implementation("cpp", STOP_CPP.format(stops=stops))
+    fn.implementations.add_implementation(
+        "cython", "cdef double stop_if_idle(int j, double running):\n    return 0\n")
+    try:
+        from brian2cuda.cuda_generator import CUDACodeGenerator
+    except ImportError:  # pragma: no cover - brian2cuda is optional
+        pass
+    else:  # device code cannot end the host's loop: the finished networks just stay silent
+        fn.implementations.add_implementation(
+            CUDACodeGenerator, "inline __host__ __device__ double stop_if_idle(int j, double running) { return 0; }")
+    return fn
 
 
 def constants(max_steps: int = cp.MAX_STEPS) -> dict:
@@ -128,7 +168,8 @@ class CartPoleGroup:
         self.max_steps = int(max_steps)
         self.rows = table_rows(self.max_steps) if rows is None else int(rows)
         self.resets = b2.TimedArray(np.zeros((self.rows, 4 * self.n_envs)), dt=1 * b2.ms, name=f"{name}_resets")
-        ns = {**constants(self.max_steps), "resets": self.resets, **(extra_namespace or {})}
+        ns = {**constants(self.max_steps), "resets": self.resets, "stop_if_idle": stop_function(),
+              **(extra_namespace or {})}
         f32 = {f"{p}{c}": np.float32 for c in range(4) for p in ("o", "on", "mean", "scale")}
         f32["y_raw"] = np.float32
         self.envs = b2.NeuronGroup(self.n_envs, ENV_EQS, dtype=f32, namespace=ns, dt=env_dt, name=f"{name}_envs")
@@ -152,6 +193,15 @@ class CartPoleGroup:
     @property
     def objects(self) -> list:
         return [self.envs, self.ctrl, self.to_ctrl]
+
+    def stop_early(self, net):
+        """Let a cpp_standalone run end as soon as both loops are done (all of ``net``'s clocks)."""
+        clocks, todo = set(), list(net.objects)
+        while todo:
+            obj = todo.pop()
+            clocks.add(obj.clock.name)
+            todo.extend(getattr(obj, "contained_objects", []))
+        self.ctrl.namespace["stop_if_idle"] = stop_function(sorted(clocks))
 
     def table(self, resets) -> np.ndarray:
         """A reset table padded (last row repeated) or cut to the group's number of rows."""

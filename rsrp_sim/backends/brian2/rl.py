@@ -167,6 +167,8 @@ class StandaloneSim(_Sim):
             setattr(self.pop.inputs, f"sel{c}", sel)
         self.pop.inputs.run_regularly(INPUT_READ, dt=self.env_dt, when="start", order=1, name="read_obs")
         self.net = b2.Network(*self.pop.objects, *self.env.objects)
+        if device == "cpp_standalone":
+            self.env.stop_early(self.net)
         self.net.run(self.duration, namespace={})
         t0 = time.perf_counter()
         devices.build(self.device, self.directory, compile=compile)
