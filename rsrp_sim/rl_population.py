@@ -39,6 +39,7 @@ class RLPopulationConfig:
     obs_norm: Literal["running", "ema_var", "none"] = "running"
     reset_pool: Literal["fresh", "fixed"] = "fresh"
     checkpoint_every: int = 1
+    member_block: int = -1  # JAX: networks stepped together in cache-sized blocks; -1 auto, 0 off
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
@@ -55,6 +56,8 @@ class RLPopulationConfig:
         for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.member_block < -1:
+            raise UserError(f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
         if self.max_episode_steps < 0:
             raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
         if not self.lr > 0:

@@ -1,9 +1,10 @@
-"""CartPole-v1 (and other JAX-native control tasks via --env): RSRP, RSRP-reservoir, ES.
+"""CartPole-v1 (and other JAX-native control tasks via --env): RSRP, RSRP-reservoir, ES, R-STDP.
 
     python -m rsrp_sim.protocols.cartpole                      # RSRP, cpu preset
     python -m rsrp_sim.protocols.cartpole --method es
     python -m rsrp_sim.protocols.cartpole --preset paper       # pop 10240, N 256, 100 generations
     python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
+    python -m rsrp_sim.protocols.cartpole --method rstdp       # R-STDP baseline on NEURON/NetPyNE
     python -m rsrp_sim.protocols.cartpole --backend brian2 --device cpp_standalone
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from .base import MethodSpec, Protocol
 
 JAX_RL = "rsrp_sim.backends.jax.rl"
+NETPYNE_RSTDP = "rsrp_sim.backends.netpyne.rstdp_cartpole"
 BRIAN2_RL = "rsrp_sim.backends.brian2.rl:Brian2RSRPTrainer"
 
 PROTOCOL = Protocol(
@@ -26,6 +28,8 @@ PROTOCOL = Protocol(
                    {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}, defaults={"reservoir": True}),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
                    {"jax": f"{JAX_RL}:ESTrainer"}),
+        MethodSpec("rstdp", "reward-modulated STDP (Hasegan et al. 2022 model, one network learning online)",
+                   {"netpyne": f"{NETPYNE_RSTDP}:RSTDPCartPole"}),
     ],
 )
 

@@ -3,8 +3,7 @@
 * :func:`import_brian2` imports Brian2 so that it leaves nothing behind in the source tree or in
   ``/tmp``: its import-time log and script copies and its compiler-output capture files go to
   :func:`scratch_dir`, and the Cython extension cache to ``<cache>/brian2/cython`` (unless the user
-  set ``prefs.codegen.runtime.cython.cache_dir`` already).  ``<cache>`` is ``$RSRP_SIM_CACHE``, else
-  ``$XDG_CACHE_HOME/rsrp_sim``, else ``~/.cache/rsrp_sim``.
+  set ``prefs.codegen.runtime.cython.cache_dir`` already); ``<cache>`` is :func:`rsrp_sim.cache.cache_dir`.
 * :func:`activate` selects a device for one network: ``runtime`` (``target`` numpy or cython) or a
   standalone device building into ``directory`` with ``build_on_run=False`` (the caller builds once
   with :func:`build` and re-runs the binary with new values through ``device.run(run_args=...)``).
@@ -27,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...cache import cache_dir as shared_cache_dir
 from ...errors import UserError, unknown
 
 DEVICES = ("runtime", "cpp_standalone", "cuda_standalone")
@@ -36,19 +36,13 @@ DEFAULT_COMPUTE_CAPABILITY = 9.0
 
 
 def cache_dir() -> Path:
-    """The per-user cache of rsrp_sim (created on demand)."""
-    root = os.environ.get("RSRP_SIM_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "rsrp_sim")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The per-user cache folder of this back-end: ``<cache>/brian2`` (see :mod:`rsrp_sim.cache`)."""
+    return shared_cache_dir("brian2")
 
 
 def scratch_dir() -> Path:
     """Where Brian2's temporary files (logs, compiler output, crash reports) go."""
-    path = cache_dir() / "brian2" / "tmp"
+    path = cache_dir() / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -75,7 +69,7 @@ def import_brian2():
             std_silent()  # creates its stdout/stderr capture files now, inside the scratch dir
     prefs = brian2.prefs
     if not prefs["codegen.runtime.cython.cache_dir"]:
-        cython = cache_dir() / "brian2" / "cython"
+        cython = cache_dir() / "cython"
         cython.mkdir(parents=True, exist_ok=True)
         prefs["codegen.runtime.cython.cache_dir"] = str(cython)
     return brian2
@@ -216,7 +210,7 @@ def cuda_prefs(compute_capability: float | None = None):
             if not so.exists():
                 versioned = sorted(Path(lib).glob("libcurand.so.*"))
                 if versioned:
-                    link_dir = cache_dir() / "brian2" / "curand_lib"
+                    link_dir = cache_dir() / "curand_lib"
                     link_dir.mkdir(parents=True, exist_ok=True)
                     link = link_dir / "libcurand.so"
                     if not link.exists():
@@ -239,7 +233,7 @@ class BuildDir:
 
     def __init__(self, device: str, key: str, root=None):
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-        base = Path(root) if root else cache_dir() / "brian2" / device
+        base = Path(root) if root else cache_dir() / device
         base.mkdir(parents=True, exist_ok=True)
         for i in range(64):
             path = base / (digest if i == 0 else f"{digest}-{i}")

@@ -8,8 +8,6 @@ environment is reset with fresh initial states, or from a fixed per-member pool.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
@@ -30,10 +28,13 @@ class Rollout:
     ``shared_net=True`` evaluates one network (e.g. the deterministic eval network) in C
     environments; ``nets`` then has no member axis and ``n_members`` gives C.
     ``pool_keys`` (C, 2): reset keys of a fixed initial-state pool, or ``None`` for fresh states.
+    ``block > 1`` steps the networks in sequential blocks of that many members, so each block's
+    weights stay in cache over the substeps (about 2x on CPU for real-valued per-member weights;
+    same results, since members are independent).
     """
 
-    def __init__(self, env, snn, shared_net: bool = False):
-        self.env, self.snn, self.shared = env, snn, shared_net
+    def __init__(self, env, snn, shared_net: bool = False, block: int = 0):
+        self.env, self.snn, self.shared, self.block = env, snn, shared_net, block
         self._fn = jax.jit(self._rollout, static_argnames=("n_members",))
 
     def __call__(self, nets, key, pool_keys, obs_mean, obs_scale, n_members: int):
@@ -42,6 +43,8 @@ class Rollout:
     def _rollout(self, nets, key, pool_keys, obs_mean, obs_scale, n_members):
         env, snn, c = self.env, self.snn, n_members
         step_net = jax.vmap(snn.step, in_axes=(None if self.shared else 0, 0, 0))
+        if self.block > 1 and not self.shared and c % self.block == 0 and c > self.block:
+            step_net = _blocked(step_net, c, self.block)
         env_step = jax.vmap(env.step)
         env_reset = jax.vmap(env.reset)
         k_carry, k_reset, k_loop = jax.random.split(key, 3)
@@ -86,6 +89,12 @@ class Rollout:
                     obs_sum=s["obs_sum"], obs_sq=s["obs_sq"])
 
 
-@partial(jax.jit, static_argnames=("n",))
-def split_keys(key, n):
-    return jax.random.split(key, n)
+def _blocked(fn, n, block):
+    """``fn`` over n members as a sequential map over n // block vmapped blocks."""
+    def split(tree):
+        return jax.tree_util.tree_map(lambda x: x.reshape((n // block, block) + x.shape[1:]), tree)
+
+    def merge(tree):
+        return jax.tree_util.tree_map(lambda x: x.reshape((n,) + x.shape[2:]), tree)
+
+    return lambda *args: merge(jax.lax.map(lambda a: fn(*a), split(args)))

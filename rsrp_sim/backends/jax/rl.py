@@ -61,7 +61,7 @@ class _PopulationRL(Method):
                                              cfg.model_overrides)
         self._check_model()
         self.snn = SNN(self.const, getattr(cfg, "spike_impl", "dense"))
-        self.train_rollout = Rollout(self.env, self.snn, shared_net=False)
+        self.train_rollout = Rollout(self.env, self.snn, shared_net=False, block=self._member_block())
         self.eval_rollout = Rollout(self.env, self.snn, shared_net=True)
         self.opt = rule.make_optimizer(cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay)
         self.chunk = self._chunk_size()
@@ -76,6 +76,13 @@ class _PopulationRL(Method):
 
     def _chunk_size(self) -> int:
         return min(self.config.chunk_size, self.config.train_size)
+
+    def _member_block(self) -> int:
+        """Auto: blocks of 16 for per-member real weights on CPU (cache reuse); none otherwise."""
+        if self.config.member_block >= 0:
+            return self.config.member_block
+        on_cpu = jax.default_backend() == "cpu"
+        return 16 if on_cpu and self.snn.spike_impl == "dense" else 0
 
     # ------------------------------------------------------------------ state
     def _base_state(self, key) -> dict:
