@@ -171,13 +171,18 @@ def main(argv=None):
                 res = {"error": f"{type(e).__name__}: {e}"}
             report["results"][b] = res
             print(f"{b}: {json.dumps(res)}", file=sys.stderr)
+            write(report, args.out)          # after every back-end: a time-out keeps what was measured
         if args.cuda_codegen:
             report["cuda_codegen"] = cuda_codegen(args, root)
+    print(write(report, args.out))
+
+
+def write(report, out):
     text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+    return text
 
 
 def _installed(md, name):

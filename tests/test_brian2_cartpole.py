@@ -94,6 +94,14 @@ def test_cli_runtime_numpy_records_plots_and_reservoir(tmp_path, capsys):
     assert "p['h']" not in np.load(out / "checkpoint.npz").files   # reservoir: h is not learned
 
 
+def test_presets_refine_a_method_per_back_end():
+    jax_cfg = PROTOCOL.build_config("rsrp", "jax", "cpu", {})
+    b2_cfg = PROTOCOL.build_config("rsrp-reservoir", "brian2", "cpu", {"model_overrides": {"tau_m": 12.0}})
+    assert (jax_cfg.pop_size, jax_cfg.model_overrides["n_neurons"]) == (272, 128)
+    assert (b2_cfg.pop_size, b2_cfg.device, b2_cfg.reservoir) == (68, "runtime", True)
+    assert b2_cfg.model_overrides == {"n_neurons": 32, "tau_m": 12.0}   # preset layers, then the override
+
+
 def test_bad_device_and_env_are_one_line_errors(tmp_path, capsys):
     code, _ = run_cli(tmp_path, "a", "--device", "gpu")
     assert code == 2 and "cuda_standalone" in capsys.readouterr().err

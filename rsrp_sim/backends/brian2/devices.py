@@ -11,7 +11,8 @@
   GPU detection only where ``nvidia-smi`` exists (else ``gpu_id`` 0 and an explicit
   ``compute_capability``), C++17 for CUDA >= 13 (its CCCL headers refuse older standards while
   brian2cuda 1.0a7's makefile says ``-std=c++11``), and cuRAND from the ``nvidia-curand`` wheel when
-  the CUDA toolkit lacks it.
+  the CUDA toolkit lacks it (or nvcc, headers and libraries from NVIDIA's pip wheels when there is no
+  ``nvcc`` on ``PATH``: untested on a GPU machine).
 """
 from __future__ import annotations
 
@@ -143,18 +144,42 @@ def has_gpu() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def _curand_dirs() -> tuple[str, str] | None:
-    """(include, lib) of cuRAND from the ``nvidia-curand`` wheel, if installed and needed."""
+def _nvidia_dirs() -> list[Path]:
+    """Folders of NVIDIA's pip wheels (``nvidia/cu13``, ``nvidia/cuda_nvcc``, ``nvidia/curand`` ...)."""
     try:
         import nvidia  # namespace package of NVIDIA's wheels
     except ImportError:
-        return None
-    for base in getattr(nvidia, "__path__", []):
-        for sub in ("cu13", "curand", "cu12"):
-            inc, lib = Path(base, sub, "include"), Path(base, sub, "lib")
-            if (inc / "curand.h").exists() and lib.is_dir():
-                return str(inc), str(lib)
-    return None
+        return []
+    return [d for base in getattr(nvidia, "__path__", []) for d in sorted(Path(base).iterdir()) if d.is_dir()]
+
+
+def _link_unversioned(lib: Path):
+    """``libX.so`` links (in the cache) for wheels that ship only ``libX.so.N``, so ``-lX`` links."""
+    link_dir = cache_dir() / "cuda_lib_links"
+    for so in sorted(lib.glob("lib*.so.*")):
+        name = so.name.split(".so")[0] + ".so"
+        if not (lib / name).exists():
+            link_dir.mkdir(parents=True, exist_ok=True)
+            if not (link_dir / name).exists():
+                (link_dir / name).symlink_to(so)
+            _add_env_path("LIBRARY_PATH", str(link_dir))
+
+
+def _use_pip_cuda(only_curand: bool):
+    """Point the build at CUDA from NVIDIA's pip wheels: cuRAND only, or (no nvcc on PATH) everything."""
+    for d in _nvidia_dirs():
+        inc, lib = d / "include", d / "lib"
+        if only_curand and not (inc / "curand.h").exists():
+            continue
+        if not only_curand and (d / "bin" / "nvcc").exists() and shutil.which("nvcc") is None:
+            _add_env_path("PATH", str(d / "bin"))
+            os.environ.setdefault("CUDA_PATH", str(d))
+        if inc.is_dir():
+            _add_env_path("CPATH", str(inc))
+        if lib.is_dir():
+            _add_env_path("LIBRARY_PATH", str(lib))
+            _add_env_path("LD_LIBRARY_PATH", str(lib))
+            _link_unversioned(lib)
 
 
 def _toolkit_has_curand() -> bool:
@@ -189,6 +214,8 @@ def cuda_prefs(compute_capability: float | None = None):
                         f"{backend}.compute_capability": float(cc)})
     elif compute_capability is not None:
         applied[f"{backend}.compute_capability"] = float(compute_capability)
+    if shutil.which("nvcc") is None:
+        _use_pip_cuda(only_curand=False)
     version = _nvcc_version()
     if version is None and not gpu:
         applied[f"{backend}.detect_cuda"] = False
@@ -203,22 +230,7 @@ def cuda_prefs(compute_capability: float | None = None):
     for key, value in applied.items():
         prefs[key] = value
     if version is not None and not _toolkit_has_curand():
-        dirs = _curand_dirs()
-        if dirs is not None:
-            inc, lib = dirs
-            so = Path(lib) / "libcurand.so"
-            if not so.exists():
-                versioned = sorted(Path(lib).glob("libcurand.so.*"))
-                if versioned:
-                    link_dir = cache_dir() / "curand_lib"
-                    link_dir.mkdir(parents=True, exist_ok=True)
-                    link = link_dir / "libcurand.so"
-                    if not link.exists():
-                        link.symlink_to(versioned[0])
-                    _add_env_path("LIBRARY_PATH", str(link_dir))
-            _add_env_path("CPATH", inc)
-            _add_env_path("LIBRARY_PATH", lib)
-            _add_env_path("LD_LIBRARY_PATH", lib)
+        _use_pip_cuda(only_curand=True)
     return applied
 
 
