@@ -108,12 +108,14 @@ class ConnSNNPopulation:
     ``y_raw : 1``); a plain one is created when omitted.
     ``gate``: ``(group, variable, index)``: the neurons of copy ``k`` only spike while
     ``group.variable[index[k]] > 0`` (freezes finished copies at no spike cost).
-    ``modes``: release mode of the ``in``/``h`` synapses (``trial`` or ``spike``); the read-out is
+    ``mode``: release mode of the ``in``/``h`` synapses (``trial`` or ``spike``); the read-out is
     a rate read-out and always uses trial mode.
+    ``clock``: the substep clock (its ``dt`` must be the model's); default: a clock of its own.
+    brian2cuda 1.0a7 needs ``brian2.defaultclock`` here (its synapse code refers to it by name).
     """
 
     def __init__(self, const: SNNConstants, n_copies: int, mode: str = "trial", input_model: str = "x : 1",
-                 input_namespace: dict | None = None, readout=None, gate=None, name: str = "snn"):
+                 input_namespace: dict | None = None, readout=None, gate=None, name: str = "snn", clock=None):
         if const.connectivity != "bernoulli" or not const.input_doubling:
             raise ValueError("ConnSNNPopulation needs a model with Bernoulli connectivity and input doubling")
         c = self.c = const
@@ -122,6 +124,9 @@ class ConnSNNPopulation:
         ns = self.namespace = namespace(c)
         dt = c.dt * b2.ms
         self.env_dt = c.substeps * dt
+        if clock is not None and abs(float(clock.dt) - float(dt)) > 1e-12:
+            raise ValueError(f"the clock's dt {clock.dt} is not the model's dt {dt}")
+        tick = {"dt": dt} if clock is None else {"clock": clock}
         eqs = NEURON_EQS
         threshold = "v > v_th"
         if gate is not None:
@@ -129,7 +134,7 @@ class ConnSNNPopulation:
             threshold += " and running > 0"
         f32 = dict.fromkeys(["v", "i_syn", "i_in_raw", "rec", "r", "s", "nspk", "sgn"], F32)
         self.neurons = b2.NeuronGroup(N * n, eqs, threshold=threshold, reset="v = v_r\ns = sgn\nnspk += 1",
-                                      dtype=f32, namespace=ns, dt=dt, name=f"{name}_neurons")
+                                      dtype=f32, namespace=ns, name=f"{name}_neurons", **tick)
         if gate is not None:
             group, var, index = gate
             self.neurons.running = b2.linked_var(group, var, index=np.repeat(np.asarray(index, np.int64), n))
@@ -141,21 +146,21 @@ class ConnSNNPopulation:
                                    name=f"{name}_input_clear")
 
         self.inputs = b2.NeuronGroup(N * m, input_model, threshold="timestep(t, dt) % substeps == 0", reset="",
-                                     dtype={"x": F32}, namespace={**ns, **(input_namespace or {})}, dt=dt,
+                                     dtype={"x": F32}, namespace={**ns, **(input_namespace or {})}, **tick,
                                      name=f"{name}_inputs")
         self.inputs.thresholder["spike"].when = "before_groups"
         self.inputs.thresholder["spike"].order = 0
 
         syn_dtype = {"p": F32, "release": F32, "elig": F32, "n_spk": F32}
         self.syn_in = RSRPSynapses(self.inputs, self.neurons, target_var="i_in_raw", mode=mode, weight="x_pre",
-                                   dtype=syn_dtype, dt=dt, name=f"{name}_syn_in")
+                                   dtype=syn_dtype, name=f"{name}_syn_in", **tick)
         self.syn_in.pre.when = "before_groups"
         self.syn_in.pre.order = 1
         self.syn_h = RSRPSynapses(self.neurons, self.neurons, target_var="rec", mode=mode, weight="sgn_pre",
-                                  dtype=syn_dtype, dt=dt, name=f"{name}_syn_h")
+                                  dtype=syn_dtype, name=f"{name}_syn_h", **tick)
         self._own_readout = readout is None
         if readout is None:
-            readout = b2.NeuronGroup(N * d_act, "y_raw : 1", dtype={"y_raw": F32}, dt=dt, name=f"{name}_readout")
+            readout = b2.NeuronGroup(N * d_act, "y_raw : 1", dtype={"y_raw": F32}, name=f"{name}_readout", **tick)
         self.readout = readout
         self.syn_out = RSRPSynapses(self.neurons, readout, target_var=None, mode="trial",
                                     model="y_raw_post = r_pre * release : 1 (summed)",

@@ -157,8 +157,9 @@ class StandaloneSim(_Sim):
             self.directory = self.folder.path
         self.device = devices.activate(device, self.directory)
         self.env = CartPoleGroup(chunk, self.env_dt, max_steps)
+        b2.defaultclock.dt = const.dt * b2.ms   # brian2cuda's synapse code expects the default clock
         self.pop = ConnSNNPopulation(const, chunk, input_model=INPUT_MODEL, readout=self.env.envs,
-                                     gate=(self.env.envs, "gate", np.arange(chunk)))
+                                     gate=(self.env.envs, "gate", np.arange(chunk)), clock=b2.defaultclock)
         units = np.arange(chunk * const.n_in)
         copy, k = np.divmod(units, const.n_in)
         for c in range(cp.OBS_DIM):
