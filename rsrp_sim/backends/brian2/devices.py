@@ -160,8 +160,11 @@ def _link_unversioned(lib: Path):
         name = so.name.split(".so")[0] + ".so"
         if not (lib / name).exists():
             link_dir.mkdir(parents=True, exist_ok=True)
-            if not (link_dir / name).exists():
-                (link_dir / name).symlink_to(so)
+            link = link_dir / name
+            if link.is_symlink() and link.resolve() != so.resolve():
+                link.unlink()  # left by another CUDA installation
+            if not link.is_symlink():
+                link.symlink_to(so)
             _add_env_path("LIBRARY_PATH", str(link_dir))
 
 
