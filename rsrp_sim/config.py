@@ -55,6 +55,11 @@ def coerce(key: str, value, tp):
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
+            # key=1:1 or key=01 on the command line reads as a YAML number (61, 1): map it back
+            match = [c for c in choices if isinstance(c, str) and not isinstance(value, (str, bool))
+                     and yaml.safe_load(c) == value]
+            if len(match) == 1:
+                return match[0]
             raise unknown(f"value for {key}", value, choices)
         return value
     if origin is typing.Union:  # Optional[X]

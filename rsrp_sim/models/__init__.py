@@ -47,6 +47,9 @@ def _coerce(key: str, value, default):
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif kind is list:  # e.g. hidden layer sizes: model.hidden=[128,64]
+        if isinstance(value, list) and all(type(v) is type(d) for v in value for d in default[:1]):
+            return value
     raise UserError(f"{key} must be of type {kind.__name__}, got {value!r}")
 
 
