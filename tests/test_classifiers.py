@@ -7,7 +7,7 @@ import pytest
 
 from rsrp_sim import rewards
 from rsrp_sim.backends.jax.classifiers import (NetSpec, ei_signs, forward, init_real_weights, parse_layer,
-                                               population_logits, real_weights)
+                                               population_logits)
 from rsrp_sim.errors import UserError
 
 X = np.array([[1.0, 2.0, 3.0]], np.float32)  # one example, fan_in 3
@@ -149,12 +149,13 @@ def test_population_and_real_twin():
     xs = jnp.stack([x, x[::-1], x])  # per-member inputs
     per = np.asarray(population_logits(spec, masks, xs, shared_input=False))
     np.testing.assert_allclose(per[1], pop[1][::-1], rtol=1e-5, atol=1e-5)
-    # the real twin with +-1 parameters is the signed network
-    signed = {k: 2.0 * v[0].astype(jnp.float32) - 1.0 for k, v in masks.items()}
-    np.testing.assert_allclose(np.asarray(forward(spec, real_weights(spec, signed), x)), pop[0], rtol=1e-5,
-                               atol=1e-5)
+    # the real twin with weights +-1/sqrt(fan_in) is the signed network
+    fan = spec.fan_ins()
+    signed = {k: (2.0 * v[0].astype(jnp.float32) - 1.0) / math.sqrt(fan[k]) for k, v in masks.items()}
+    np.testing.assert_allclose(np.asarray(forward(spec, signed, x)), pop[0], rtol=1e-5, atol=1e-5)
     w = init_real_weights(spec, __import__("jax").random.PRNGKey(0))
     assert {k: v.shape for k, v in w.items()} == spec.weight_shapes()
+    assert float(jnp.std(w["dense0"])) == pytest.approx(1 / 8, rel=0.1)  # N(0, 1/fan_in), fan_in 64
 
 
 # ------------------------------------------------------------------------------------------ rewards

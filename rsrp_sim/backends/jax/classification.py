@@ -15,8 +15,8 @@ Every ``eval_every`` generations and at the end, the deterministic network (p > 
 the validation split; the test split is used once, by :meth:`finalize`, for the final number and
 the confusion matrix.
 
-Backprop: the same architecture with real weights (times the same fixed 1/sqrt(fan_in) scales),
-softmax cross-entropy, optax; one iteration is one epoch over the training split.
+Backprop: the same architecture with real weights (LeCun-normal initialisation), softmax
+cross-entropy, optax; one iteration is one epoch over the training split.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from ... import data as datalib
 from ... import rewards, rule, shaping
 from ...errors import UserError
 from ...method import Method
-from .classifiers import NetSpec, forward, init_real_weights, population_logits, real_weights
+from .classifiers import NetSpec, forward, init_real_weights, population_logits
 
 
 @dataclasses.dataclass
@@ -340,7 +340,7 @@ class BPClassifier(_Classifier):
         return {"params": params, "opt": self.opt.init(params), "epoch": np.int64(0), "examples": np.int64(0)}
 
     def _loss(self, params, x, y):
-        logits = forward(self.spec, real_weights(self.spec, params), self._inputs(x))
+        logits = forward(self.spec, params, self._inputs(x))
         logp = rewards.log_softmax(logits)
         loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
         return loss, jnp.mean(jnp.argmax(logits, -1) == y)
@@ -373,4 +373,4 @@ class BPClassifier(_Classifier):
                            "train_loss": float(loss)}
 
     def _eval_weights(self, state):
-        return real_weights(self.spec, state["params"])
+        return state["params"]

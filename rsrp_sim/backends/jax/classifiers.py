@@ -233,14 +233,8 @@ def population_logits(spec: NetSpec, masks: dict, x, shared_input: bool = True):
 
 
 def init_real_weights(spec: NetSpec, key) -> dict:
-    """Real-valued weights ~ N(0, 1) of the backprop twin (the fixed scales are applied in
-    :func:`real_weights`)."""
-    shapes = spec.weight_shapes()
-    return {k: jax.random.normal(jax.random.fold_in(key, i), s, jnp.float32)
-            for i, (k, s) in enumerate(sorted(shapes.items()))}
-
-
-def real_weights(spec: NetSpec, params: dict) -> dict:
-    """Effective weights of the real twin: learned parameters times 1/sqrt(fan_in) of each layer."""
+    """Real-valued weights of the backprop twin: N(0, 1/fan_in) (LeCun normal), the real-valued
+    counterpart of the Bernoulli layers' fixed 1/sqrt(fan_in) scale."""
     fan = spec.fan_ins()
-    return {k: v * (1.0 / math.sqrt(fan[k])) for k, v in params.items()}
+    return {k: jax.random.normal(jax.random.fold_in(key, i), s, jnp.float32) / math.sqrt(fan[k])
+            for i, (k, s) in enumerate(sorted(spec.weight_shapes().items()))}
