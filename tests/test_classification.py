@@ -46,8 +46,9 @@ def test_rsrp_chunked_gradient_equals_kept_masks(tmp_path):
     m = RSRPClassifier(cfg, 0)
     p = {k: jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.9, s), jnp.float32) for k, s in m.shapes.items()}
     key = jax.random.PRNGKey(3)
-    fit, acc, masks = m._fitness_keep_fn(p, key, jnp.arange(64))
-    fit2, _ = m._fitness_fn(p, key, jnp.arange(64))
+    batch = (m.x_train[:64], m.y_train[:64])
+    fit, acc, masks = m._fitness_keep_fn(p, key, *batch)
+    fit2, _ = m._fitness_fn(p, key, *batch)
     np.testing.assert_array_equal(fit, fit2)
     w = jnp.asarray(np.random.default_rng(1).normal(size=64), jnp.float32)
     kept = m._grad_z_fn(p, masks, w)

@@ -127,7 +127,7 @@ class _Classifier(Method):
             raise UserError(f"batch_size={cfg.batch_size} exceeds the {len(self.ds.y_train)} training examples")
         self.spec = NetSpec.from_model(cfg.net, cfg.dataset, self.ds.shape, self.ds.n_classes, cfg.ei,
                                        cfg.model_overrides)
-        self.x_train = jnp.asarray(self.ds.x_train)
+        self.x_train = jnp.asarray(self.ds.x_train)  # passed to jitted functions as arguments, not constants
         self.y_train = jnp.asarray(self.ds.y_train)
         self._eval_fn = jax.jit(self._eval_batch)
 
@@ -208,7 +208,7 @@ class RSRPClassifier(_Classifier):
         self.n_chunks = -(-cfg.pop_size // self.chunk)
         self.shapes = self.spec.mask_shapes()
         self.shared = cfg.minibatch == "shared"
-        self._fitness_fn = jax.jit(lambda p, key, idx: self._fitness_chunk(p, key, idx)[:2])
+        self._fitness_fn = jax.jit(lambda *a: self._fitness_chunk(*a)[:2])
         self._fitness_keep_fn = jax.jit(self._fitness_chunk)  # also returns the masks
         self._grad_fn = jax.jit(self._grad_chunk)
         self._grad_z_fn = jax.jit(self._grad_from_masks)
@@ -226,14 +226,14 @@ class RSRPClassifier(_Classifier):
         return {k: rule.sample_release_fast(jax.random.fold_in(key, i), p[k], n=self.chunk)
                 for i, k in enumerate(sorted(p))}
 
-    def _fitness_chunk(self, p, key, idx):
+    def _fitness_chunk(self, p, key, x, y):
+        """Rewards and accuracies of one chunk; ``x, y``: the shared minibatch, or (per-member
+        minibatches) the whole training split to draw from."""
         masks = self._masks(p, key)
-        if self.shared:
-            x, y = self.x_train[idx], self.y_train[idx]
-        else:  # an independent minibatch per member, drawn with replacement
+        if not self.shared:  # an independent minibatch per member, drawn with replacement
             sel = jax.random.randint(jax.random.fold_in(key, 10_000), (self.chunk, self.config.batch_size), 0,
-                                     self.y_train.shape[0])
-            x, y = self.x_train[sel], self.y_train[sel]
+                                     y.shape[0])
+            x, y = x[sel], y[sel]
         logits = population_logits(self.spec, masks, self._inputs(x), shared_input=self.shared)
         yb = y if not self.shared else jnp.broadcast_to(y, logits.shape[:2])
         fit = rewards.reward(self.config.reward, logits, yb, self.spec.n_classes)
@@ -255,14 +255,18 @@ class RSRPClassifier(_Classifier):
         key, k_gen = jax.random.split(state["key"])
         gen = int(state["generation"])
         p = state["params"]
-        idx = jnp.asarray(self._epoch_batch(gen)) if self.shared else jnp.zeros((0,), jnp.int32)
+        if self.shared:
+            idx = self._epoch_batch(gen)
+            data = (jnp.asarray(self.ds.x_train[idx]), jnp.asarray(self.ds.y_train[idx]))
+        else:
+            data = (self.x_train, self.y_train)
         fits, accs, kept = [], [], None
         for i in range(self.n_chunks):
             k_chunk = jax.random.fold_in(k_gen, i)
             if self.n_chunks == 1:  # one chunk: keep the masks instead of regenerating them
-                fit, acc, kept = self._fitness_keep_fn(p, k_chunk, idx)
+                fit, acc, kept = self._fitness_keep_fn(p, k_chunk, *data)
             else:
-                fit, acc = self._fitness_fn(p, k_chunk, idx)
+                fit, acc = self._fitness_fn(p, k_chunk, *data)
             valid = min(self.chunk, cfg.pop_size - i * self.chunk)
             fits.append(np.asarray(fit)[:valid])
             accs.append(np.asarray(acc)[:valid])
@@ -345,13 +349,12 @@ class BPClassifier(_Classifier):
         loss = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
         return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
-    def _epoch(self, params, opt_state, batches):
+    def _epoch(self, params, opt_state, batches, x_train, y_train):
         import optax
 
         def body(carry, idx):
             params, opt_state = carry
-            (loss, acc), g = jax.value_and_grad(self._loss, has_aux=True)(params, self.x_train[idx],
-                                                                          self.y_train[idx])
+            (loss, acc), g = jax.value_and_grad(self._loss, has_aux=True)(params, x_train[idx], y_train[idx])
             updates, opt_state = self.opt.update(g, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), (loss, acc)
 
@@ -362,7 +365,8 @@ class BPClassifier(_Classifier):
         cfg = self.config
         ep = int(state["epoch"])
         batches = np.stack([self._epoch_batch(ep * self.per_epoch + j) for j in range(self.per_epoch)])
-        params, opt_state, loss, acc = self._epoch_fn(state["params"], state["opt"], jnp.asarray(batches))
+        params, opt_state, loss, acc = self._epoch_fn(state["params"], state["opt"], jnp.asarray(batches),
+                                                      self.x_train, self.y_train)
         if not np.isfinite(float(loss)):
             raise UserError(f"backprop loss became {float(loss)} in epoch {ep + 1}; lower lr")
         new_state = dict(state, params=params, opt=opt_state, epoch=np.int64(ep + 1),
