@@ -36,6 +36,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in raw:
+            value = raw.strip()  # YAML 1.1 reads 1:1 as the base-60 number 61; nobody means that
         if key.startswith(MODEL_PREFIX):
             out.setdefault("model_overrides", {})[key[len(MODEL_PREFIX):]] = value
         else:

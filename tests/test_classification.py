@@ -83,8 +83,7 @@ def test_rsrp_records_resume_and_chunks(tmp_path):
 
 
 def test_rsrp_options_run(tmp_path):
-    # per-member minibatches, an E/I preset given as on the command line (ei=1:1 reads as YAML 61),
-    # Adam, and every reward
+    # per-member minibatches, an E/I preset given as on the command line, Adam, another reward
     ov = parse_overrides(["ei=1:1", "minibatch=per_member", "optimizer=adam", "lr=0.01", "pop_size=32",
                           "generations=2", "eval_every=1"])
     rd, s = run("digits", tmp_path, "opts", **ov)
@@ -96,6 +95,9 @@ def test_rsrp_options_run(tmp_path):
 
 def test_classification_errors(tmp_path):
     proto = get("digits")
+    # YAML would read 1:1 as 61 and 01 as 1: the presets still arrive as typed
+    for text in ("1:1", "01", "3:1", "1:1_input"):
+        assert proto.build_config("rsrp", "jax", "cpu", parse_overrides([f"ei={text}"])).ei == text
     with pytest.raises(UserError, match="value for ei"):
         proto.build_config("rsrp", "jax", "cpu", parse_overrides(["ei=4:1"]))
     with pytest.raises(UserError, match="value for reward"):
