@@ -152,3 +152,15 @@ def test_real_mnist_bp_and_cnn(tmp_path):
     _, s = run("mnist", tmp_path, "cnn", data_dir=str(small), net="cnn", pop_size=8, generations=1, val_size=100,
                test_size=100)
     assert s["network"].startswith("cnn conv [32, 64]") and s["status"] == "completed"
+
+
+@pytest.mark.gpu
+def test_paper_shape_on_gpu(tmp_path):
+    """Two generations of the MNIST paper preset (pop 20480 in chunks of 4096) on random MNIST-shaped data."""
+    from rsrp_sim.data import idx
+
+    rng = np.random.default_rng(0)
+    idx.write_idx(tmp_path / "d" / "t10k-images-idx3-ubyte", rng.integers(0, 256, (4000, 28, 28), dtype=np.uint8))
+    idx.write_idx(tmp_path / "d" / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 4000).astype(np.uint8))
+    _, s = run("mnist", tmp_path, "paper", preset="paper", data_dir=str(tmp_path / "d"), generations=2)
+    assert s["status"] == "completed" and s["examples"] == 128 and 0 <= s["test_score"] <= 1
