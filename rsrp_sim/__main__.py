@@ -2,7 +2,8 @@
 
     rsrp-sim                          list protocols, their methods and back-ends
     rsrp-sim run cartpole [ARGS...]   same as python -m rsrp_sim.protocols.cartpole ARGS...
-    rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--out FILE]
+    rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
+    rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
 """
 from __future__ import annotations
 
@@ -44,7 +45,11 @@ def main(argv=None) -> int:
             from .compare import main as compare_main
 
             return compare_main(rest)
-        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare")
+        if cmd == "report":
+            from .report import main as report_main
+
+            return report_main(rest)
+        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,12 +19,13 @@ from .records import CONFIG, METRICS, read_metrics
 
 
 def expand(paths) -> list[Path]:
+    """Run folders named, or found up to three levels below the folders named (groups, ablations)."""
     out = []
     for p in map(Path, paths):
         if (p / CONFIG).is_file():
             out.append(p)
         elif p.is_dir():
-            subs = sorted(q for q in p.iterdir() if (q / CONFIG).is_file())
+            subs = sorted(q.parent for pattern in ("*/", "*/*/", "*/*/*/") for q in p.glob(pattern + CONFIG))
             if not subs:
                 raise UserError(f"{p} holds no run folders (no {CONFIG} in it or its sub-folders)")
             out.extend(subs)
@@ -39,17 +40,21 @@ def load_run(path: Path) -> dict[str, Any]:
     return {"path": path, "config": cfg, "rows": rows}
 
 
-def label_of(run, multi_protocol: bool) -> str:
+def label_of(run, multi_protocol: bool, by: str | None = None) -> str:
+    """``method [backend]``; with ``by`` the value of that config key (``shaping=raw``)."""
     c = run["config"]
+    if by is not None:
+        return f"{by}={c['config'].get(by)}"
     label = f"{c['method']} [{c['backend']}]"
     return f"{c['protocol']}: {label}" if multi_protocol else label
 
 
-def group_runs(runs) -> dict[str, list]:
+def group_runs(runs, by: str | None = None) -> dict[str, list]:
+    """Runs grouped by method and back-end, or by the value of config key ``by``."""
     multi = len({r["config"]["protocol"] for r in runs}) > 1
     groups: dict[str, list] = {}
     for r in runs:
-        groups.setdefault(label_of(r, multi), []).append(r)
+        groups.setdefault(label_of(r, multi, by), []).append(r)
     return groups
 
 
@@ -99,6 +104,7 @@ def main(argv=None) -> int:
                         "(default iteration,<env_steps or examples>,wall_s)")
     p.add_argument("--y", default="eval_score", help="metrics column to plot (default eval_score)")
     p.add_argument("--out", default="compare.png", help="figure file (default compare.png)")
+    p.add_argument("--by", default=None, help="group by this config key (e.g. shaping) instead of method")
     args = p.parse_args(argv)
     runs = [load_run(path) for path in expand(args.runs)]
     if args.x is None:  # classification runs count training examples instead of environment steps
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
     for k in x_keys:
         if k not in known:
             raise UserError(f"unknown x axis {k!r}; allowed: {', '.join(sorted(known))}")
-    groups = group_runs(runs)
+    groups = group_runs(runs, by=args.by)
     protos = {r["config"]["protocol"] for r in runs}
     threshold = None
     if len(protos) == 1:
@@ -117,8 +123,7 @@ def main(argv=None) -> int:
 
         try:
             proto = get(next(iter(protos)))
-            thresholds = {proto.solved_threshold(type("C", (), {"env": r["config"]["config"].get("env")})())
-                          for r in runs}
+            thresholds = {proto.solved_threshold(r["config"]["config"].get("env")) for r in runs}
             threshold = thresholds.pop() if len(thresholds) == 1 else None
         except UserError:
             pass

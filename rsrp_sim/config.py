@@ -84,6 +84,9 @@ def coerce(key: str, value, tp):
     elif tp is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
+    elif tp is list or origin is list:  # e.g. model.hidden=[128,64]
+        if isinstance(value, list):
+            return list(value)
     else:  # pragma: no cover - only the types above are used in configs
         return value
     raise UserError(f"{key} must be {_type_name(tp)}, got {value!r}")

@@ -24,6 +24,8 @@ class Method(abc.ABC):
     iterations_key: ClassVar[str] = "generations"
     #: name of the x quantity counted in ``env_steps`` (``env_steps`` or ``examples``)
     steps_field: ClassVar[str] = "env_steps"
+    #: legend of train_score and eval_score in the learning curve
+    curve_labels: ClassVar[tuple[str, str]] = ("train (population mean)", "eval (deterministic network)")
 
     def __init__(self, config, seed: int):
         self.config = config

@@ -31,7 +31,8 @@ def _column(rows, key):
 
 
 def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: float | None = None,
-                   score_label: str = "episode return", steps_field: str = "env_steps"):
+                   score_label: str = "episode return", steps_field: str = "env_steps",
+                   labels: tuple[str, str] = ("train (population mean)", "eval (deterministic network)")):
     """Train and eval score against iteration and against env steps (two panels)."""
     plt = _plt()
     path = Path(path)
@@ -39,8 +40,8 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, xkey in zip(axes, ("iteration", steps_field)):
         x = _column(rows, xkey)
-        for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label="train (population mean)")),
-                           ("eval_score", dict(color="tab:red", lw=2, label="eval (deterministic network)"))):
+        for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label=labels[0])),
+                           ("eval_score", dict(color="tab:red", lw=2, label=labels[1]))):
             y = _column(rows, key)
             ok = np.isfinite(y)  # e.g. an eval score recorded only every k iterations
             if ok.any():
@@ -154,6 +155,58 @@ def confusion_matrix(counts, path, title: str = "confusion matrix", class_names:
     acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title} (accuracy {acc:.4f}, n={int(counts.sum())})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "spike raster"):
+    """Spike raster: ``times`` (ms) and ``gids`` of every spike, cells grouped and coloured by population.
+
+    ``groups`` maps a population name to its cells' ids; rows follow the order of ``groups``.
+    """
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times, gids = np.asarray(times, dtype=float), np.asarray(gids, dtype=np.int64)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
+    row, ticks = 0, []
+    for i, (name, ids) in enumerate(groups.items()):
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = {int(g): row + k for k, g in enumerate(ids)}
+        sel = np.isin(gids, ids)
+        y = np.array([rows[int(g)] for g in gids[sel]])
+        ax.scatter(times[sel], y, s=2, color=colors[i % len(colors)], marker="|", linewidths=0.8)
+        ticks.append((row + len(ids) / 2, name))
+        row += len(ids)
+    ax.set_yticks([t for t, _ in ticks], [n for _, n in ticks])
+    ax.set_ylim(-0.5, row - 0.5)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (ms)")
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "synaptic weights"):
+    """One panel per group of synapses: histogram of the initial and the final weights."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(len(groups), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), constrained_layout=True, squeeze=False)
+    for ax, (name, (before, after)) in zip(axes[0], groups.items()):
+        both = np.concatenate([np.ravel(before), np.ravel(after)])
+        bins = np.linspace(both.min(), both.max() + 1e-9, 41) if both.size else 10
+        ax.hist(np.ravel(before), bins=bins, histtype="step", lw=1.5, label="initial")
+        ax.hist(np.ravel(after), bins=bins, histtype="stepfilled", alpha=0.5, label="final")
+        ax.set_title(f"{name} ({np.size(after)})", fontsize=9)
+        ax.set_xlabel("weight")
+    axes[0][0].set_ylabel("synapses")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

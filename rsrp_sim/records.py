@@ -179,6 +179,8 @@ class RunDir:
 
 
 def _fmt(v):
+    if isinstance(v, np.generic):
+        v = v.item()
     if isinstance(v, float):
         return repr(v)
     return v

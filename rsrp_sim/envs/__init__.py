@@ -3,8 +3,11 @@
 Every environment is a functional object with ``obs_dim``, ``action_kind`` ('discrete' or
 'continuous'), ``n_actions`` (discrete) or ``action_low``/``action_high`` (continuous arrays),
 ``max_steps``, ``reset(key) -> (obs, state)`` and ``step(key, state, action) -> (obs, state, reward,
-done)`` with no auto-reset.  ``CartPole-v1`` is our own (gymnasium-exact) implementation; any other
-id is looked up in gymnax (``Acrobot-v1``, ``Pendulum-v1``, ``MountainCarContinuous-v0`` ...).
+done)`` with no auto-reset.  ``CartPole-v1`` is our own (gymnasium-exact) implementation; lowercase
+ids are Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``name:pipeline``;
+:mod:`.brax`); any other id is looked up in gymnax (``Acrobot-v1``, ``Pendulum-v1`` ...).
+An environment may set ``stepped = True`` when compiling its step is expensive: rollouts then keep
+it in its own compiled kernel (:mod:`rsrp_sim.backends.jax.envloop`).
 """
 from __future__ import annotations
 
@@ -57,13 +60,19 @@ def list_envs() -> list[str]:
         extra = [e for e in gymnax.registered_envs if e not in NATIVE]
     except ImportError:  # pragma: no cover - gymnax is a core dependency
         extra = []
-    return list(NATIVE) + extra
+    from .brax import brax_names
+
+    return list(NATIVE) + extra + brax_names()
 
 
 def make(env_id: str, max_steps: int | None = None):
-    """An environment by id (our CartPole-v1, else gymnax); unknown ids raise a UserError."""
+    """An environment by id (our CartPole-v1, Brax tasks, else gymnax); unknown ids raise a UserError."""
     if env_id in NATIVE:
         return NATIVE[env_id](**({} if max_steps is None else {"max_steps": max_steps}))
+    from . import brax
+
+    if brax.is_brax_id(env_id):
+        return brax.make(env_id, max_steps)
     allowed = list_envs()
     if env_id not in allowed:
         raise unknown("env", env_id, allowed)

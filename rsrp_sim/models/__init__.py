@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..config import coerce
 from ..errors import UserError, unknown
 
 
@@ -21,36 +22,24 @@ def available() -> list[str]:
 
 
 def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read ``models/<name>.yaml`` and apply validated ``overrides`` (same keys, same types)."""
+    """Read ``models/<name>.yaml`` and apply validated ``overrides`` (same keys, same types).
+
+    A key may be a dotted path into nested mappings (``stdp.RLhebbwt``, ``cells.E.VTH``).
+    """
     if name not in available():
         raise unknown("model", name, available())
     data = yaml.safe_load(resources.files(__name__).joinpath(f"{name}.yaml").read_text())
     for key, value in (overrides or {}).items():
-        if key not in data:
-            raise unknown(f"key of model {name}", key, sorted(data))
-        data[key] = _coerce(f"model.{key}", value, data[key])
+        node, parts = data, key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict):
+                raise UserError(f"model.{'.'.join(parts[:depth])} is a value, not a group of keys")
+            if part not in node:
+                raise unknown(f"key of model {'.'.join([name] + parts[:depth])}", part, sorted(node))
+            if depth < len(parts) - 1:
+                node = node[part]
+        node[parts[-1]] = coerce(f"model.{key}", value, type(node[parts[-1]]))
     return data
-
-
-def _coerce(key: str, value, default):
-    """Convert an override to the type of the YAML default, or raise a one-line UserError."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    elif kind is list:  # e.g. hidden layer sizes: model.hidden=[128,64]
-        if isinstance(value, list) and all(type(v) is type(d) for v in value for d in default[:1]):
-            return value
-    raise UserError(f"{key} must be of type {kind.__name__}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

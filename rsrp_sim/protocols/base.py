@@ -91,9 +91,10 @@ class Protocol:
     def presets(self) -> dict[str, Any]:
         return self.spec()["presets"]
 
-    def solved_threshold(self, cfg) -> float | None:
+    def solved_threshold(self, env: str | None) -> float | None:
+        """The score at which the task counts as solved for environment ``env`` (None if undefined)."""
         thresholds = self.spec().get("solved_threshold", {}) or {}
-        return thresholds.get(getattr(cfg, "env", None))
+        return thresholds.get(env)
 
     def method(self, name: str) -> MethodSpec:
         if name not in self.methods:
@@ -166,19 +167,21 @@ class Protocol:
             backend = backend or spec.default_backend
             cls = self.method_class(spec, backend)
             cfg = self.build_config(method, backend, preset, overrides)
+            instance = cls(cfg, int(seed))  # validates everything the method checks before a folder exists
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"protocol": self.name, "method": method, "backend": backend, "preset": preset,
                    "seed": int(seed), "config": configlib.to_dict(cfg), "versions": versions(),
                    "command": " ".join(sys.argv)}
             rd = RunDir.create(out, doc)
-        return self._loop(rd, cls, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), False, progress, stop_after)
+        return self._loop(rd, cls(cfg, int(seed)), cfg, method, backend, preset, int(seed), True, progress,
+                          stop_after)
 
-    def _loop(self, rd: RunDir, cls, cfg, method, backend, preset, seed, resume, progress, stop_after):
+    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
         from tqdm.auto import tqdm
 
         from .. import plots
 
-        m = cls(cfg, seed)
         state = m.init_state()
         start, wall = 0, 0.0
         if resume:
@@ -187,7 +190,7 @@ class Protocol:
                 state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
             rd.truncate_metrics(start)
         rows = rd.read_metrics()
-        threshold = self.solved_threshold(cfg)
+        threshold = self.solved_threshold(getattr(cfg, "env", None))
         total = m.iterations
         title = f"{self.name}: {method} ({backend}, preset {preset}, seed {seed})"
         summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, "running")
@@ -227,7 +230,7 @@ class Protocol:
         rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
         if rows:
             plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", title, threshold,
-                                 score_label=self.score_label, steps_field=m.steps_field)
+                                 score_label=self.score_label, steps_field=m.steps_field, labels=m.curve_labels)
         extras = m.finalize(state, rd.path) if status == "completed" else {}
         summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status)
         summary.update(extras)
@@ -263,6 +266,9 @@ class Protocol:
         p.add_argument("--backend", default=None, help="simulation back-end (default: the method's first)")
         p.add_argument("--preset", default="cpu", help="cpu (default, minutes on a laptop) or paper")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seeds", default=None, help="several seeds, e.g. 0,1,2 or 0-4: one run folder per seed "
+                                                     "under a group folder, then a comparison over seeds")
+        p.add_argument("--jobs", type=int, default=1, help="with --seeds: seeds run in parallel processes")
         p.add_argument("--out", default=None, help="run folder (default runs/<protocol>/<time>_<method>_...)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
         for key, text in self.shortcuts.items():
@@ -274,7 +280,10 @@ class Protocol:
         return p
 
     def main(self, argv=None) -> int:
-        args = self.parser().parse_args(argv)
+        try:
+            args = self.parser().parse_args(argv)
+        except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
+            return int(e.code or 0)
         try:
             overrides = configlib.parse_overrides(args.overrides)
             for shortcut in self.shortcuts:
@@ -285,6 +294,8 @@ class Protocol:
                 cls = self.method_class(spec, args.backend or spec.default_backend)
                 print("\n".join(configlib.describe(cls.Config)))
                 return 0
+            if args.seeds is not None:
+                return self._main_group(args, overrides)
             rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
                              progress=not args.quiet)
         except UserError as e:
@@ -294,6 +305,24 @@ class Protocol:
         if s["status"] == "interrupted":
             print(f"interrupted; continue with: python -m {self.module} --out {s['run_dir']} --resume")
             return EXIT_INTERRUPTED
+        return 0
+
+
+    def _main_group(self, args, overrides) -> int:
+        from ..compare import format_table
+        from .groups import parse_seeds, run_group
+
+        group, summaries, table = run_group(self, args.method, args.backend, args.preset,
+                                                  parse_seeds(args.seeds), args.out, args.resume, overrides,
+                                                  jobs=args.jobs, progress=not args.quiet)
+        for s in summaries:
+            if s.get("status") != "missing":
+                print(summary_line(s))
+        if table is None:
+            print(f"interrupted; continue with: python -m {self.module} --seeds {args.seeds} --out {group} --resume")
+            return EXIT_INTERRUPTED
+        print(format_table(table))
+        print(f"group: {group} (plots/compare.png, table.csv)")
         return 0
 
 

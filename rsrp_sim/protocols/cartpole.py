@@ -1,9 +1,11 @@
-"""CartPole-v1 (and other JAX-native control tasks via --env): RSRP, RSRP-reservoir, ES.
+"""CartPole-v1 (and other JAX-native control tasks via --env): RSRP, RSRP-reservoir, ES, PPO-LSTM, R-STDP.
 
     python -m rsrp_sim.protocols.cartpole                      # RSRP, cpu preset
     python -m rsrp_sim.protocols.cartpole --method es
+    python -m rsrp_sim.protocols.cartpole --method ppo-lstm    # the recurrent PPO baseline
     python -m rsrp_sim.protocols.cartpole --preset paper       # pop 10240, N 256, 100 generations
     python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
+    python -m rsrp_sim.protocols.cartpole --method rstdp       # R-STDP baseline on NEURON/NetPyNE
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 from .base import MethodSpec, Protocol
 
 JAX_RL = "rsrp_sim.backends.jax.rl"
+NETPYNE_RSTDP = "rsrp_sim.backends.netpyne.rstdp_cartpole"
 
 PROTOCOL = Protocol(
     name="cartpole",
@@ -24,6 +27,10 @@ PROTOCOL = Protocol(
                    {"jax": f"{JAX_RL}:RSRPTrainer"}, defaults={"reservoir": True}),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
                    {"jax": f"{JAX_RL}:ESTrainer"}),
+        MethodSpec("ppo-lstm", "PPO with an LSTM policy (the published RL baseline)",
+                   {"jax": "rsrp_sim.backends.jax.ppo:PPOLSTM"}),
+        MethodSpec("rstdp", "reward-modulated STDP (Hasegan et al. 2022 model, one network learning online)",
+                   {"netpyne": f"{NETPYNE_RSTDP}:RSTDPCartPole"}),
     ],
 )
 

@@ -199,6 +199,7 @@ class RSRPClassifier(_Classifier):
     """RSRP on a Bernoulli MLP / binary CNN: one release probability per connection."""
 
     Config = RSRPClassifyConfig
+    curve_labels = ("train (population mean reward on the minibatch)", "validation accuracy (deterministic network)")
 
     def __init__(self, config, seed: int):
         super().__init__(config, seed)
@@ -327,6 +328,7 @@ class BPClassifier(_Classifier):
 
     Config = BPConfig
     iterations_key = "epochs"
+    curve_labels = ("train accuracy (epoch mean)", "validation accuracy")
 
     def __init__(self, config, seed: int):
         super().__init__(config, seed)

@@ -84,6 +84,9 @@ class NetSpec:
         if ei not in EI_PRESETS:
             raise unknown("E/I preset (ei=)", ei, EI_PRESETS)
         base = parse_layer(m["layer"])
+        for key in ("hidden", "readout_hidden", "channels"):
+            if key in m and not all(type(v) is int for v in m[key]):
+                raise UserError(f"model.{key} must be a list of positive integers, got {m[key]!r}")
         if m["kind"] == "mlp":
             hidden = [int(h) for h in m["hidden"]]
             gain = float(m["hidden_gain"])

@@ -8,11 +8,16 @@ One generation:
      (:func:`rsrp_sim.rule.natural_gradient_sum`), so memory stays bounded by the chunk size;
   4. one optimiser step (:func:`rsrp_sim.rule.apply_update`);
   5. the deterministic network (p > 0.5, or the ES mean) is evaluated on ``eval_size`` episodes.
+
+Each chunk's member axis is split across all visible devices (:mod:`.sharding`).  Environments
+with ``stepped = True`` (Brax) are rolled out by a host loop over compiled kernels instead of one
+fused ``jit`` (:mod:`.population`); the numbers are the same.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Literal, Optional
 
 import jax
@@ -25,6 +30,7 @@ from ...errors import UserError
 from ...method import Method
 from ...models import SNNConstants
 from .population import Rollout
+from .sharding import shard_members
 from .snn import SNN
 
 OBS_NORMS = ("running", "ema_var", "none")
@@ -51,6 +57,7 @@ class RLPopulationConfig:
     obs_norm: Literal["running", "ema_var", "none"] = "running"
     reset_pool: Literal["fresh", "fixed"] = "fresh"
     checkpoint_every: int = 1
+    member_block: int = -1  # networks stepped together in cache-sized blocks; -1 auto, 0 off
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
@@ -67,6 +74,8 @@ class RLPopulationConfig:
         for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.member_block < -1:
+            raise UserError(f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
         if self.max_episode_steps < 0:
             raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
         if not self.lr > 0:
@@ -119,13 +128,19 @@ class _PopulationRL(Method):
                                              cfg.model_overrides)
         self._check_model()
         self.snn = SNN(self.const, getattr(cfg, "spike_impl", "dense"))
-        self.train_rollout = Rollout(self.env, self.snn, shared_net=False)
+        self.train_rollout = Rollout(self.env, self.snn, shared_net=False, block=self._member_block())
         self.eval_rollout = Rollout(self.env, self.snn, shared_net=True)
         self.opt = rule.make_optimizer(cfg.optimizer, cfg.lr, weight_decay=cfg.weight_decay)
         self.chunk = self._chunk_size()
         self.n_chunks = -(-cfg.train_size // self.chunk)
-        self._eval_fn = jax.jit(self._eval_chunk)
-        self._train_fn = jax.jit(self._train_chunk)
+        if self.train_rollout.stepped:  # e.g. Brax: sample in one jit, roll out with the env's shared kernels
+            self._nets_fn = jax.jit(self._train_nets)
+            self._eval_net_fn = jax.jit(self._eval_net)
+            self._train_fn = self._train_chunk_stepped
+            self._eval_fn = self._eval_chunk_stepped
+        else:
+            self._eval_fn = jax.jit(self._eval_chunk)
+            self._train_fn = jax.jit(self._train_chunk)
         self._grad_fn = jax.jit(self._grad_chunk)
         self._update_fn = jax.jit(self._update)
 
@@ -134,6 +149,13 @@ class _PopulationRL(Method):
 
     def _chunk_size(self) -> int:
         return min(self.config.chunk_size, self.config.train_size)
+
+    def _member_block(self) -> int:
+        """Auto: blocks of 16 for per-member real weights on CPU (cache reuse); none otherwise."""
+        if self.config.member_block >= 0:
+            return self.config.member_block
+        on_cpu = jax.default_backend() == "cpu"
+        return 16 if on_cpu and self.snn.spike_impl == "dense" else 0
 
     # ------------------------------------------------------------------ state
     def _base_state(self, key) -> dict:
@@ -196,21 +218,35 @@ class _PopulationRL(Method):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ jitted pieces
-    def _train_chunk(self, params, extra, key, pool_keys, mean, scale):
+    def _train_nets(self, params, extra, key):
         members = self._chunk_members(params, extra, jax.random.fold_in(key, 0))
-        nets = jax.vmap(self.snn.prepare)(members)
-        return self.train_rollout._rollout(nets, jax.random.fold_in(key, 1), pool_keys, mean, scale,
-                                           n_members=self.chunk)
+        return shard_members(jax.vmap(self.snn.prepare)(members), self.chunk)
+
+    def _train_chunk(self, params, extra, key, pool_keys, mean, scale):
+        return self.train_rollout._rollout(self._train_nets(params, extra, key), jax.random.fold_in(key, 1),
+                                           pool_keys, mean, scale, n_members=self.chunk)
+
+    def _train_chunk_stepped(self, params, extra, key, pool_keys, mean, scale):
+        return self.train_rollout.run_stepped(self._nets_fn(params, extra, key), jax.random.fold_in(key, 1),
+                                              pool_keys, mean, scale, n_members=self.chunk)
 
     def _grad_chunk(self, params, extra, key, shaped):
         return self._grad_terms(params, extra, jax.random.fold_in(key, 0), shaped)
 
+    def _eval_net(self, params, extra):
+        return self.snn.prepare(self._eval_params(params, extra))
+
     def _eval_chunk(self, params, extra, key, pool_keys, mean, scale):
-        net = self.snn.prepare(self._eval_params(params, extra))
-        return self.eval_rollout._rollout(net, key, pool_keys, mean, scale, n_members=self.config.eval_size)
+        return self.eval_rollout._rollout(self._eval_net(params, extra), key, pool_keys, mean, scale,
+                                          n_members=self.config.eval_size)
+
+    def _eval_chunk_stepped(self, params, extra, key, pool_keys, mean, scale):
+        return self.eval_rollout.run_stepped(self._eval_net_fn(params, extra), key, pool_keys, mean, scale,
+                                             n_members=self.config.eval_size)
 
     # ------------------------------------------------------------------ one generation
     def step(self, state):
+        t0 = time.perf_counter()
         cfg = self.config
         key, k_train, k_eval = jax.random.split(state["key"], 3)
         mean, scale = self._norm_arrays(state["norm"])
@@ -266,6 +302,7 @@ class _PopulationRL(Method):
             "eval_min": float(ev["fitness"].min()),
             "episodes": episodes,
             "spikes_per_ms": float(ev["spikes"].mean() / ms),
+            "env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9),
         }
         record.update(self._param_metrics(params))
         return new_state, record

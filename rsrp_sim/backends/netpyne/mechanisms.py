@@ -1,0 +1,178 @@
+"""Build and load the package's NMODL mechanisms (``rsrp_sim/backends/netpyne/mod/*.mod``).
+
+On first use the whole ``mod/`` folder is compiled with NEURON's ``nrnivmodl`` into a per-user cache
+keyed by a hash of the mod files' contents (and the NEURON version and machine), then loaded into
+the running NEURON once per process.  Later processes reuse the compiled library; editing a mod file
+gives a new hash and a fresh build.  Nothing is ever written into the package's own folder.
+
+    from rsrp_sim.backends.netpyne import mechanisms
+    mechanisms.load()          # compile if needed, then nrn_load_dll; returns the library path
+
+Cache location: ``$RSRP_SIM_CACHE/nrnmech/<hash>`` if ``RSRP_SIM_CACHE`` is set, otherwise
+``$XDG_CACHE_HOME/rsrp_sim/nrnmech/<hash>`` (default ``~/.cache/rsrp_sim/nrnmech/<hash>``).
+Mechanisms must be loaded before a NetPyNE network that uses them is built.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+
+from ...errors import UserError
+
+CACHE_ENV = "RSRP_SIM_CACHE"
+INSTALL_HINT = ("install NEURON with pip install -c constraints.txt -e '.[neuron]' and a C++ compiler "
+                "with make (e.g. apt-get install g++ make)")
+
+_loaded: dict[str, Path] = {}  # content hash -> library loaded in this process
+
+
+def mod_dir() -> Path:
+    """The package's folder of ``.mod`` files."""
+    return Path(str(resources.files(__package__).joinpath("mod")))
+
+
+def mod_files(directory: Path | None = None) -> list[Path]:
+    directory = Path(directory) if directory is not None else mod_dir()
+    files = sorted(directory.glob("*.mod"))
+    if not files:
+        raise UserError(f"no .mod files in {directory}")
+    return files
+
+
+def neuron_version() -> str:
+    try:
+        return metadata.version("neuron")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def content_hash(directory: Path | None = None) -> str:
+    """Hash of the mod files' names and contents, the NEURON version and the machine."""
+    h = hashlib.sha256()
+    h.update(f"neuron {neuron_version()} {platform.machine()} {sys.platform}\n".encode())
+    for f in mod_files(directory):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "rsrp_sim"
+
+
+def find_nrnivmodl() -> str | None:
+    """``nrnivmodl`` beside the running Python (a venv's bin) or on PATH."""
+    beside = Path(sys.executable).parent / "nrnivmodl"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("nrnivmodl")
+
+
+def find_compiler() -> str | None:
+    """A C++ compiler nrnivmodl can use ($CXX or the usual names on PATH), and make."""
+    if shutil.which("make") is None:
+        return None
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _library(build_dir: Path) -> Path | None:
+    for pattern in ("*/libnrnmech.so", "*/.libs/libnrnmech.so", "*/libnrnmech.dylib", "*/.libs/libnrnmech.dylib",
+                    "nrnmech.dll"):
+        found = sorted(build_dir.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def build(directory: Path | None = None, force: bool = False) -> Path:
+    """Compile ``directory`` (default: the package's mod/) into the cache; return the library path."""
+    directory = Path(directory) if directory is not None else mod_dir()
+    key = content_hash(directory)
+    target = cache_root() / "nrnmech" / key
+    lib = _library(target) if target.is_dir() else None
+    if lib is not None and not force:
+        return lib
+    nrnivmodl = find_nrnivmodl()
+    if nrnivmodl is None:
+        raise UserError(f"cannot compile the NEURON mechanisms: nrnivmodl not found; {INSTALL_HINT}")
+    if find_compiler() is None:
+        raise UserError(f"cannot compile the NEURON mechanisms: no C++ compiler/make found; {INSTALL_HINT}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    except OSError as e:
+        raise UserError(f"cannot write the NEURON mechanism cache {target.parent} ({e.strerror}); "
+                        f"set {CACHE_ENV} to a writable folder") from None
+    try:
+        for f in mod_files(directory):
+            shutil.copy2(f, work / f.name)
+        proc = subprocess.run([nrnivmodl], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0 or _library(work) is None:
+            (work / "nrnivmodl.log").write_text(proc.stdout)
+            last = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.strip()), "no output")
+            raise UserError(f"nrnivmodl failed on {directory} (exit {proc.returncode}): {last.strip()}; "
+                            f"full log in {work / 'nrnivmodl.log'}")
+        (work / "nrnivmodl.log").write_text(proc.stdout)
+        if force and target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(work, target)  # atomic; a concurrent build that finished first wins
+        except OSError:
+            pass
+    finally:
+        if work.exists() and _library(target) is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    lib = _library(target)
+    if lib is None:  # pragma: no cover - only if another process left a broken folder
+        raise UserError(f"compiled NEURON mechanisms missing in {target}; delete that folder and retry")
+    return lib
+
+
+def load(directory: Path | None = None) -> Path:
+    """Compile (if needed) and load the mechanisms into this process's NEURON, once."""
+    directory = Path(directory) if directory is not None else mod_dir()
+    key = content_hash(directory)
+    if key in _loaded:
+        return _loaded[key]
+    try:
+        from neuron import h
+    except ImportError:
+        raise UserError(f"the netpyne back-end needs NEURON; {INSTALL_HINT}") from None
+    names = [f.stem for f in mod_files(directory)]
+    lib = build(directory)
+    if _loaded:
+        raise UserError("a different build of the rsrp_sim NEURON mechanisms is already loaded in this process "
+                        f"({next(iter(_loaded.values()))}); restart Python to load {lib}")
+    if all(hasattr(h, name) for name in mechanism_names(directory)):
+        # already present (e.g. loaded by NEURON from ./x86_64 at import): nothing to add
+        _loaded[key] = lib
+        return lib
+    try:
+        h.nrn_load_dll(str(lib))
+    except RuntimeError as e:
+        raise UserError(f"loading NEURON mechanisms {lib} failed ({e}); mod files: {', '.join(names)}") from None
+    _loaded[key] = lib
+    return lib
+
+
+def mechanism_names(directory: Path | None = None) -> list[str]:
+    """Names the mod files declare (ARTIFICIAL_CELL / POINT_PROCESS / SUFFIX)."""
+    out = []
+    for f in mod_files(directory):
+        for line in f.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("ARTIFICIAL_CELL", "POINT_PROCESS", "SUFFIX"):
+                out.append(words[1])
+    return out

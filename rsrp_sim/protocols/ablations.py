@@ -1,0 +1,126 @@
+"""Ablations: named sweeps over one config key, run over seeds, with one figure and one table.
+
+    python -m rsrp_sim.protocols.ablations                       # list the ablations
+    python -m rsrp_sim.protocols.ablations cartpole-reward --seeds 0,1,2 [--preset cpu] [--jobs 2]
+                                           [--out DIR] [--resume] [--values raw,baseline] [key=value ...]
+
+Folder layout: ``DIR/ablation.yaml``, ``DIR/<value>/s<seed>/`` (ordinary run folders),
+``DIR/plots/compare.png`` (mean and min..max band over seeds per value, by iteration, steps and
+wall-clock) and ``DIR/table.csv`` (final and best eval score, mean ± 95 % CI per value).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .. import config as configlib
+from ..errors import UserError, unknown
+from ..records import atomic_write_bytes
+from . import get
+from .base import EXIT_INTERRUPTED, EXIT_USAGE, _Parser, summary_line
+from .groups import parse_seeds, run_group, write_group_outputs
+
+META = "ablation.yaml"
+
+
+def catalogue() -> dict:
+    return yaml.safe_load(resources.files(__package__).joinpath("ablations.yaml").read_text())
+
+
+def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrides=None, jobs=1, values=None,
+                 progress=True):
+    """Run every value of the named sweep over ``seeds``; returns ``(folder, table rows, interrupted)``."""
+    cat = catalogue()
+    if name not in cat:
+        raise unknown("ablation", name, cat)
+    spec = cat[name]
+    protocol = get(spec["protocol"])
+    key = spec["key"]
+    by_text = {str(v): v for v in spec["values"]}
+    for v in values or []:
+        if str(v) not in by_text:
+            raise unknown(f"value of ablation {name}", v, by_text)
+    chosen = list(spec["values"]) if values is None else [by_text[str(v)] for v in values]
+    overrides = {**(spec.get("overrides") or {}), **(overrides or {})}
+    if key in overrides:
+        raise UserError(f"{key} is the swept key of ablation {name}; it cannot be overridden")
+    if resume:
+        if out is None:
+            raise UserError("--resume needs --out DIR naming the ablation folder to continue")
+        folder = Path(out)
+        if not (folder / META).is_file():
+            raise UserError(f"{folder} is not an ablation folder (no {META})")
+        meta = yaml.safe_load((folder / META).read_text())
+        seeds, preset, chosen, overrides = meta["seeds"], meta["preset"], meta["values"], meta["overrides"]
+    else:
+        for v in chosen:  # validate every configuration before anything runs
+            protocol.build_config(spec["method"], spec.get("backend") or protocol.method(spec["method"]).default_backend,
+                                  preset, {**overrides, key: v})
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(out) if out is not None else Path("runs") / "ablations" / f"{stamp}_{name}"
+        if folder.exists() and any(folder.iterdir()):
+            raise UserError(f"ablation folder {folder} already exists; pass --resume or choose another --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"ablation": name, **spec, "values": chosen, "seeds": seeds, "preset": preset, "overrides": overrides}
+        atomic_write_bytes(folder / META, yaml.safe_dump(meta, sort_keys=False).encode())
+    for v in chosen:
+        sub = folder / _slug(v)
+        again = resume and sub.exists()
+        _, summaries, table = run_group(protocol, spec["method"], spec.get("backend"), preset, seeds, sub, again,
+                                        {} if again else {**overrides, key: v}, jobs=jobs, progress=progress)
+        if table is None:
+            return folder, None, True
+    _, rows = write_group_outputs(folder, protocol, by=key)
+    return folder, rows, False
+
+
+def _slug(v) -> str:
+    return str(v).replace(":", "-").replace("/", "-")
+
+
+def main(argv=None) -> int:
+    from ..compare import format_table
+
+    p = _Parser(prog="python -m rsrp_sim.protocols.ablations", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="ablation name (omit to list them)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--out", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--values", default=None, help="a subset of the sweep's values, comma-separated")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    try:
+        args = p.parse_intermixed_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        if args.name is None:
+            for name, spec in catalogue().items():
+                print(f"{name:<20} {spec['protocol']}/{spec['method']}: {spec['key']} in {spec['values']}  "
+                      f"- {spec['description']}")
+            return 0
+        values = None if args.values is None else [v.strip() for v in args.values.split(",")]
+        folder, rows, interrupted = run_ablation(args.name, parse_seeds(args.seeds), args.preset, args.out,
+                                                 args.resume, configlib.parse_overrides(args.overrides),
+                                                 args.jobs, values, progress=not args.quiet)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if interrupted:
+        print(f"interrupted; continue with: python -m rsrp_sim.protocols.ablations {args.name} --out {folder} --resume")
+        return EXIT_INTERRUPTED
+    print(format_table(rows))
+    print(f"ablation: {folder} (plots/compare.png, table.csv)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

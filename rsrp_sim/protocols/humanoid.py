@@ -1,0 +1,30 @@
+"""Humanoid (Brax) and the other Brax locomotion tasks: RSRP, RSRP-reservoir, ES, PPO-LSTM (SPEC §4).
+
+    python -m rsrp_sim.protocols.humanoid                          # RSRP, cpu smoke preset (minutes)
+    python -m rsrp_sim.protocols.humanoid --method ppo-lstm
+    python -m rsrp_sim.protocols.humanoid --preset paper           # pop 10240, N 256, 2000 generations (GPU)
+    python -m rsrp_sim.protocols.humanoid --env ant                # hopper, walker2d, halfcheetah, ...
+    python -m rsrp_sim.protocols.humanoid --env humanoid:mjx       # another Brax pipeline (default spring)
+
+Needs the ``rl`` extra (Brax; see the README's Humanoid section).  A population is evaluated in
+chunks and, when several JAX devices are visible, each chunk is split across them.
+"""
+from __future__ import annotations
+
+import sys
+
+from .base import Protocol
+from .cartpole import PROTOCOL as _CARTPOLE
+
+#: the same method registry as CartPole's (spiking-network methods and the PPO-LSTM baseline)
+METHODS = ("rsrp", "rsrp-reservoir", "es", "ppo-lstm")
+
+PROTOCOL = Protocol(
+    name="humanoid",
+    description="Brax Humanoid (and other Brax locomotion tasks) with RSRP, ES and PPO-LSTM (SPEC §4).",
+    module="rsrp_sim.protocols.humanoid",
+    methods=[_CARTPOLE.method(m) for m in METHODS],
+)
+
+if __name__ == "__main__":
+    sys.exit(PROTOCOL.main())
