@@ -123,6 +123,7 @@ class Protocol:
         common = {k: v for k, v in (p.get("common") or {}).items() if k in fields}
         return configlib.build(cls, (f"method {method} defaults", spec.defaults),
                                (f"preset {preset}", common), (f"preset {preset}/{method}", p.get(method) or {}),
+                               (f"preset {preset}/{method}@{backend}", p.get(f"{method}@{backend}") or {}),
                                ("override", overrides))
 
     # ------------------------------------------------------------------ running

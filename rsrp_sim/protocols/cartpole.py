@@ -6,6 +6,7 @@
     python -m rsrp_sim.protocols.cartpole --preset paper       # pop 10240, N 256, 100 generations
     python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
     python -m rsrp_sim.protocols.cartpole --method rstdp       # R-STDP baseline on NEURON/NetPyNE
+    python -m rsrp_sim.protocols.cartpole --backend brian2 --device cpp_standalone
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .base import MethodSpec, Protocol
 
 JAX_RL = "rsrp_sim.backends.jax.rl"
 NETPYNE_RSTDP = "rsrp_sim.backends.netpyne.rstdp_cartpole"
+BRIAN2_RL = "rsrp_sim.backends.brian2.rl:Brian2RSRPTrainer"
 
 PROTOCOL = Protocol(
     name="cartpole",
@@ -22,9 +24,9 @@ PROTOCOL = Protocol(
     module="rsrp_sim.protocols.cartpole",
     methods=[
         MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}),
+                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}),
         MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
-                   {"jax": f"{JAX_RL}:RSRPTrainer"}, defaults={"reservoir": True}),
+                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}, defaults={"reservoir": True}),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
                    {"jax": f"{JAX_RL}:ESTrainer"}),
         MethodSpec("ppo-lstm", "PPO with an LSTM policy (the published RL baseline)",

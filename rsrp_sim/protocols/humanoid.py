@@ -11,19 +11,27 @@ chunks and, when several JAX devices are visible, each chunk is split across the
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from .base import Protocol
 from .cartpole import PROTOCOL as _CARTPOLE
 
-#: the same method registry as CartPole's (spiking-network methods and the PPO-LSTM baseline)
+#: CartPole's method registry (spiking-network methods and the PPO-LSTM baseline), JAX back-end only:
+#: the Brian2 back-end simulates CartPole alone
 METHODS = ("rsrp", "rsrp-reservoir", "es", "ppo-lstm")
+
+
+def _jax_only(name):
+    spec = _CARTPOLE.method(name)
+    return dataclasses.replace(spec, backends={"jax": spec.backends["jax"]})
+
 
 PROTOCOL = Protocol(
     name="humanoid",
     description="Brax Humanoid (and other Brax locomotion tasks) with RSRP, ES and PPO-LSTM (SPEC §4).",
     module="rsrp_sim.protocols.humanoid",
-    methods=[_CARTPOLE.method(m) for m in METHODS],
+    methods=[_jax_only(m) for m in METHODS],
 )
 
 if __name__ == "__main__":

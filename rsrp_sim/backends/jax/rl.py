@@ -16,9 +16,8 @@ fused ``jit`` (:mod:`.population`); the numbers are the same.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import Literal, Optional
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -29,76 +28,16 @@ from ...envs import make as make_env, output_dim
 from ...errors import UserError
 from ...method import Method
 from ...models import SNNConstants
+from ...rl_population import RLPopulationConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
+from ...rl_population import RSRPConfig as RSRPConfigBase
 from .population import Rollout
 from .sharding import shard_members
 from .snn import SNN
 
-OBS_NORMS = ("running", "ema_var", "none")
-
 
 @dataclasses.dataclass
-class RLPopulationConfig:
-    """Settings shared by the population methods on RL tasks (the ``paper`` values by default)."""
-
-    env: str = "CartPole-v1"
-    max_episode_steps: int = 0  # 0: the environment's own limit (500 for CartPole-v1)
-    generations: int = 100
-    pop_size: int = 10240  # networks per generation, eval_size of them deterministic
-    eval_size: int = 128
-    chunk_size: int = 1024  # networks simulated at once (bounds memory)
-    lr: float = 0.15
-    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adam"
-    weight_decay: float = 0.0
-    shaping: Literal["centered_rank", "raw", "baseline", "sigmoid"] = "centered_rank"
-    ties: Literal["average", "index"] = "average"
-    unit_variance: bool = False
-    baseline_ema: Optional[float] = None  # None: previous generation's mean
-    rank_chunks: int = 1  # ranking scope: 1 = whole population
-    obs_norm: Literal["running", "ema_var", "none"] = "running"
-    reset_pool: Literal["fresh", "fixed"] = "fresh"
-    checkpoint_every: int = 1
-    member_block: int = -1  # networks stepped together in cache-sized blocks; -1 auto, 0 off
-    model: str = "conn_snn"
-    model_overrides: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def train_size(self) -> int:
-        return self.pop_size - self.eval_size
-
-    def validate(self):
-        if self.eval_size < 1:
-            raise UserError(f"eval_size must be at least 1, got {self.eval_size}")
-        if self.train_size < 2:
-            raise UserError(f"pop_size must exceed eval_size by at least 2 sampled networks, "
-                            f"got pop_size={self.pop_size} eval_size={self.eval_size}")
-        for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.member_block < -1:
-            raise UserError(f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
-        if self.max_episode_steps < 0:
-            raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.baseline_ema is not None and not 0.0 <= self.baseline_ema < 1.0:
-            raise UserError(f"baseline_ema must be in [0, 1), got {self.baseline_ema}")
-        if self.train_size % self.rank_chunks:
-            raise UserError(f"rank_chunks={self.rank_chunks} must divide the {self.train_size} sampled networks")
-
-
-@dataclasses.dataclass
-class RSRPConfig(RLPopulationConfig):
-    eps: float = rule.EPS
-    p_init: float = rule.P_INIT
-    reservoir: bool = False  # freeze M_h as a Bernoulli(0.5) mask drawn from the run's seed
+class RSRPConfig(RSRPConfigBase):
     spike_impl: Literal["bitpack", "dense"] = "bitpack"
-
-    def validate(self):
-        super().validate()
-        if not 0.0 < self.eps < 0.5:
-            raise UserError(f"eps must be in (0, 0.5), got {self.eps}")
-        if not self.eps <= self.p_init <= 1 - self.eps:
-            raise UserError(f"p_init must be in [eps, 1-eps], got {self.p_init}")
 
 
 @dataclasses.dataclass
@@ -164,35 +103,17 @@ class _PopulationRL(Method):
             "key": key,
             "generation": np.int64(0),
             "env_steps": np.int64(0),
-            "norm": {"count": np.float64(0.0), "mean": np.zeros(d), "var": np.ones(d)},
+            "norm": init_norm(d),
             "shaping": {k: np.float64(v) for k, v in shaping.init_state().items()},
         }
 
     # ------------------------------------------------------------------ normaliser
     def _norm_arrays(self, norm):
-        if self.config.obs_norm == "none" or norm["count"] == 0:
-            d = self.env.obs_dim
-            return jnp.zeros(d, jnp.float32), jnp.ones(d, jnp.float32)
-        mean = jnp.asarray(norm["mean"], jnp.float32)
-        var = np.maximum(norm["var"], 1e-8)
-        scale = var if self.config.obs_norm == "ema_var" else np.sqrt(var)  # ema_var: the reference's quirk
-        return mean, jnp.asarray(scale, jnp.float32)
+        mean, scale = norm_arrays(norm, self.config.obs_norm, self.env.obs_dim)
+        return jnp.asarray(mean), jnp.asarray(scale)
 
     def _update_norm(self, norm, n, s, sq):
-        if n == 0 or self.config.obs_norm == "none":
-            return norm
-        bmean = s / n
-        bvar = np.maximum(sq / n - bmean**2, 0.0)
-        if self.config.obs_norm == "ema_var":
-            first = norm["count"] == 0
-            mean = bmean if first else 0.9 * norm["mean"] + 0.1 * bmean
-            var = bvar if first else 0.9 * norm["var"] + 0.1 * bvar
-            return {"count": np.float64(norm["count"] + n), "mean": mean, "var": var}
-        na, tot = norm["count"], norm["count"] + n
-        delta = bmean - norm["mean"]
-        mean = norm["mean"] + delta * n / tot
-        m2 = norm["var"] * na + bvar * n + delta**2 * na * n / tot
-        return {"count": np.float64(tot), "mean": mean, "var": m2 / tot}
+        return update_norm(norm, self.config.obs_norm, n, s, sq)
 
     def _pool_keys(self, key, offset, n):
         if self.config.reset_pool != "fixed":
@@ -354,17 +275,10 @@ class RSRPTrainer(_PopulationRL):
         return {k: rule.finish_natural_gradient(total[k][0], total[k][1], p[k], n) for k in p}
 
     def _param_metrics(self, p):
-        flat = np.concatenate([np.asarray(v).ravel() for v in p.values()])
-        ent = -(flat * np.log(flat) + (1 - flat) * np.log(1 - flat)).mean() / math.log(2)
-        return {"p_mean": float(flat.mean()), "p_entropy_bits": float(ent),
-                "density_eval": float((flat > 0.5).mean())}
+        return p_metrics(p)
 
     def finalize(self, state, run_dir):
-        from ... import plots
-
-        p = {k: np.asarray(v) for k, v in state["params"].items()}
-        plots.p_histogram(p, run_dir / "plots" / "p_histogram.png")
-        return {"p_mean": float(np.mean(np.concatenate([v.ravel() for v in p.values()])))}
+        return p_finalize(state["params"], run_dir)
 
 
 class ESTrainer(_PopulationRL):

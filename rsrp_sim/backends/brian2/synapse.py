@@ -1,0 +1,292 @@
+"""The RSRP synapse as a Brian2 model, and the between-trial learner that drives it.
+
+:class:`RSRPSynapses` is a ``brian2.Synapses`` whose every synapse has a release probability ``p``
+and a release state ``release``; ``on_pre`` adds ``weight * release`` to a postsynaptic variable of
+your choice.  Two release modes (SPEC §1):
+
+``trial``  ``release`` is drawn once per trial (``z ~ Bernoulli(p)``, by :class:`RSRPLearner`) and held.
+``spike``  every presynaptic spike releases with probability ``p`` (``release = rand() < p``) and
+           the synapse accumulates its eligibility ``elig = sum (release - p)`` and spike count ``n_spk``.
+
+:class:`RSRPLearner` does the reward-modulated update between trials with :mod:`rsrp_sim.rule`
+and :mod:`rsrp_sim.shaping` (the one copy of the math).  A population is N copies of a network
+inside one Brian2 ``Network``: :meth:`RSRPSynapses.connect_copies` lays the synapses out copy by
+copy, and the learner keeps one ``p`` per logical synapse, shared by all copies::
+
+    S = RSRPSynapses(inp, out, target_var='v', mode='spike', weight=0.2)
+    S.connect()
+    learner = RSRPLearner(S, lr=0.05, shaping='baseline')
+    for trial in range(50):
+        learner.begin_trial(); net.run(200*ms); learner.end_trial([reward])
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ... import rule
+from ... import shaping as shaping_lib
+from ...errors import UserError, unknown
+from .devices import import_brian2
+
+b2 = import_brian2()
+
+MODES = ("trial", "spike")
+SPIKE_RELEASE = "release = int(rand() < p)"
+
+
+class _QuietRelease(logging.Filter):
+    """Drop Brian2's order-of-execution warning for the spike-mode draw: each synapse draws its own
+    ``rand()`` and the postsynaptic effect is a sum, so the order does not matter."""
+
+    def filter(self, record):
+        msg = record.getMessage()
+        return not ("may not be well-defined" in msg and SPIKE_RELEASE in msg)
+
+
+logging.getLogger("brian2.codegen.generators.base").addFilter(_QuietRelease())
+
+
+class RSRPSynapses(b2.Synapses):
+    """Synapses with stochastic release (see the module docstring).
+
+    ``target_var``: postsynaptic variable receiving ``weight * release`` on each presynaptic spike
+    (``None``: no delivery, e.g. for a read-out defined by a summed variable in ``model``).
+    ``weight``: an expression string (e.g. ``'w'``, ``'sgn_pre'``) or a number/quantity (a constant);
+    the default ``'w'`` declares a per-synapse variable ``w`` (dimensionless unless
+    ``weight_unit`` says otherwise).  ``model`` / ``on_pre``: extra equations and statements appended
+    to the RSRP ones.  ``p_init``: the initial release probability.
+    """
+
+    def __init__(self, source, target=None, target_var: str | None = None, mode: str = "trial",
+                 weight: Any = "w", model: str = "", on_pre: str = "", p_init: float = rule.P_INIT,
+                 weight_unit: str = "1", namespace: dict | None = None, **kwargs):
+        if mode not in MODES:
+            raise unknown("release mode", mode, MODES)
+        namespace = dict(namespace or {})
+        eqs = ["p : 1", "release : 1"]
+        if mode == "spike":
+            eqs += ["elig : 1", "n_spk : 1"]
+        if isinstance(weight, str):
+            w_expr = weight
+            if weight == "w":
+                eqs.append(f"w : {weight_unit}")
+        else:
+            w_expr = "w_rsrp"
+            namespace["w_rsrp"] = weight
+        stmts = []
+        if mode == "spike":
+            stmts += [SPIKE_RELEASE, "elig += release - p", "n_spk += 1"]
+        if target_var is not None:
+            stmts.append(f"{target_var}_post += {w_expr} * release")
+        if on_pre:
+            stmts.append(on_pre)
+        model = "\n".join(eqs + ([model] if model else []))
+        super().__init__(source, target, model=model, on_pre="\n".join(stmts) if stmts else None,
+                         namespace=namespace or None, **kwargs)
+        for attr in ("mode", "p_init", "n_copies", "n_logical"):
+            self.add_attribute(attr)
+        self.mode = mode
+        self.p_init = float(p_init)
+        self.n_copies = 1
+        self.n_logical: int | None = None
+
+    def connect_copies(self, i, j, n_copies: int, pre_size: int | None = None, post_size: int | None = None):
+        """Connect ``n_copies`` copies of the logical synapses ``(i[l], j[l])`` (one per copy).
+
+        Copy ``c`` connects presynaptic ``c * pre_size + i`` to postsynaptic ``c * post_size + j``;
+        the synapses are laid out copy by copy, so synapse ``c * L + l`` is copy ``c``'s version of
+        logical synapse ``l``.  ``pre_size``/``post_size`` default to the group sizes / ``n_copies``.
+        """
+        i = np.asarray(i, dtype=np.int32).ravel()
+        j = np.asarray(j, dtype=np.int32).ravel()
+        pre_size = len(self.source) // n_copies if pre_size is None else pre_size
+        post_size = len(self.target) // n_copies if post_size is None else post_size
+        if len(i) != len(j):
+            raise ValueError("i and j must have the same length")
+        if n_copies * pre_size > len(self.source) or n_copies * post_size > len(self.target):
+            raise ValueError(f"{n_copies} copies of {pre_size} -> {post_size} neurons do not fit groups of "
+                             f"{len(self.source)} -> {len(self.target)}")
+        offs = np.arange(n_copies, dtype=np.int64)[:, None]
+        self.connect(i=(offs * pre_size + i).ravel(), j=(offs * post_size + j).ravel())
+        self.n_copies, self.n_logical = int(n_copies), len(i)
+
+    def logical_size(self) -> int:
+        """Number of logical synapses (per copy)."""
+        if self.n_logical is None:  # connected with Synapses.connect: one copy
+            self.n_logical = len(self)
+        return self.n_logical
+
+
+class RSRPLearner:
+    """Between-trial RSRP learning for one or more :class:`RSRPSynapses` (see the module docstring).
+
+    ``synapses``: one group, or a dict ``name -> group`` (all with the same number of copies).
+    ``fixed``: names of groups whose ``release`` is fixed (e.g. a frozen reservoir, set with
+    :meth:`set_fixed`); they are not learned.  ``shaping``/``shaping_kw``: the reward transform
+    (:func:`rsrp_sim.shaping.shape`); use ``'baseline'`` or ``'raw'`` for a single network (N = 1)
+    learning over successive trials.  ``optimizer``/``lr``: see :func:`rsrp_sim.rule.make_optimizer`.
+    ``n_members``: population size when it exceeds the copies in the network (the population is
+    then simulated chunk by chunk with :meth:`member_values`); defaults to the number of copies.
+    """
+
+    def __init__(self, synapses, lr: float = 0.15, optimizer: str = "adam", shaping: str = "centered_rank",
+                 eps: float = rule.EPS, seed: int | None = 0, weight_decay: float = 0.0,
+                 shaping_kw: dict | None = None, fixed=(), n_members: int | None = None):
+        self.groups = dict(synapses) if isinstance(synapses, dict) else {"syn": synapses}
+        copies = {g.n_copies for g in self.groups.values()}
+        if len(copies) != 1:
+            raise ValueError(f"all synapse groups must have the same number of copies, got {sorted(copies)}")
+        self.n_copies = copies.pop()
+        self.n_members = self.n_copies if n_members is None else int(n_members)
+        self.fixed = set(fixed)
+        self.learned = [k for k in self.groups if k not in self.fixed]
+        self.eps = float(eps)
+        self.shaping_name = shaping
+        self.shaping_kw = dict(shaping_kw or {})
+        self.rng = np.random.default_rng(seed)
+        self.opt = rule.make_optimizer(optimizer, lr, weight_decay=weight_decay)
+        self.p = {k: rule.init_p(self.groups[k].logical_size(), self.groups[k].p_init) for k in self.learned}
+        self.opt_state = self.opt.init(self.p)
+        self.shaping_state = {k: float(v) for k, v in shaping_lib.init_state().items()}
+        self.z: dict[str, np.ndarray] = {}
+        self.fixed_release: dict[str, np.ndarray] = {}
+        self.n_eval = 0
+        self._update = None
+
+    @property
+    def n_train(self) -> int:
+        return self.n_members - self.n_eval
+
+    # ------------------------------------------------------------------ per-trial values
+    def set_fixed(self, name: str, release):
+        """Fix group ``name``'s release pattern (one logical pattern, used by every copy)."""
+        self.fixed_release[name] = np.asarray(release, dtype=np.float32).ravel()
+
+    def new_trial(self, n_eval: int = 0, rng=None):
+        """Start a trial: in trial mode draw ``z ~ Bernoulli(p)`` for the sampled members.
+
+        Members ``0 .. n_members - n_eval - 1`` are sampled; the last ``n_eval`` are the
+        deterministic network (``release = [p > 0.5]``) and do not contribute to the update.
+        """
+        if self.n_members - n_eval < 1:
+            raise ValueError(f"n_eval={n_eval} leaves no sampled member out of {self.n_members}")
+        self.n_eval = int(n_eval)
+        rng = self.rng if rng is None else rng
+        for name in self.learned:
+            if self.groups[name].mode == "trial":
+                self.z[name] = np.asarray(rule.sample_release(rng, self.p[name], n=self.n_train))
+
+    def member_values(self, start: int = 0, count: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per-synapse values ``{group: {variable: array}}`` of members ``start .. start+count-1``.
+
+        Laid out as the synapses (copy by copy); members past the population are padding (nothing
+        released).  Trial mode: ``release`` (and ``p``).  Spike mode: ``p`` (for the deterministic
+        members their 0/1 mask, so they release deterministically) and zeroed ``release``,
+        ``elig``, ``n_spk``.
+        """
+        count = self.n_copies if count is None else int(count)
+        rows = np.arange(start, start + count)
+        kind = np.where(rows < self.n_train, 0, np.where(rows < self.n_members, 1, 2))  # sampled/eval/pad
+        out = {}
+        for name, g in self.groups.items():
+            if name in self.fixed:
+                rel = self.fixed_release.get(name)
+                if rel is None:
+                    raise ValueError(f"group {name!r} is fixed but set_fixed() was not called")
+                rel = np.where((kind < 2)[:, None], rel[None, :], np.float32(0)).astype(np.float32).ravel()
+                out[name] = {"p": rel.copy(), "release": rel}
+                continue
+            p = self.p[name]
+            det = rule.deterministic_mask(p).astype(np.float32)
+            table = np.zeros((count, p.size), np.float32)
+            table[kind == 1] = det
+            if g.mode == "trial":
+                sampled = rows[kind == 0]
+                table[kind == 0] = self.z[name][sampled]
+                pv = np.where((kind < 2)[:, None], p[None, :], np.float32(0)).astype(np.float32)
+                out[name] = {"p": pv.ravel(), "release": table.ravel()}
+            else:
+                table[kind == 0] = p
+                zeros = np.zeros(count * p.size, np.float32)
+                out[name] = {"p": table.ravel(), "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
+        return out
+
+    def write(self, values: dict):
+        """Write :meth:`member_values` into the synapses (runtime devices)."""
+        for name, vals in values.items():
+            g = self.groups[name]
+            for var, v in vals.items():
+                g.variables[var].set_value(np.asarray(v, dtype=g.variables[var].dtype))
+
+    def run_args(self, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
+        """``device.run(run_args=...)`` entries for :meth:`member_values` (standalone devices)."""
+        return {getattr(self.groups[name], var): v for name, vals in values.items()
+                for var, v in vals.items() if var in variables}
+
+    def begin_trial(self, n_eval: int = 0, rng=None):
+        """:meth:`new_trial`, then write every copy's values into the synapses (runtime devices)."""
+        self.new_trial(n_eval, rng)
+        values = self.member_values(0, self.n_copies)
+        self.write(values)
+        return values
+
+    # ------------------------------------------------------------------ the update
+    def gradient(self, rewards, eligibility=None, block: int = 1024):
+        """Natural-gradient estimate from the last trial's rewards (one per sampled member).
+
+        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the sampled members
+        (read from the synapses when omitted).  Trial mode sums over blocks of ``block`` members
+        (:func:`rule.natural_gradient_sum`) to bound memory.  Returns ``(grad, shaped)``.
+        """
+        f = np.asarray(rewards, dtype=np.float32).ravel()
+        n_train = self.n_train
+        if f.size != n_train:
+            raise ValueError(f"expected {n_train} rewards (one per sampled member), got {f.size}")
+        if not np.all(np.isfinite(f)):
+            bad = int(np.flatnonzero(~np.isfinite(f))[0])
+            raise UserError(f"non-finite reward {f[bad]} for population member {bad}; rewards must be finite")
+        shaped, self._next_shaping = shaping_lib.shape(f, self.shaping_name, self.shaping_state, **self.shaping_kw)
+        shaped = np.asarray(shaped, np.float32)
+        grad = {}
+        for name in self.learned:
+            g, p = self.groups[name], self.p[name]
+            if g.mode == "trial":
+                sum_rz, sum_r = 0.0, 0.0
+                for lo in range(0, n_train, block):
+                    rz, r = rule.natural_gradient_sum(shaped[lo:lo + block], self.z[name][lo:lo + block], p)
+                    sum_rz, sum_r = sum_rz + rz, sum_r + r
+                grad[name] = np.asarray(rule.finish_natural_gradient(sum_rz, sum_r, p, n_train), np.float32)
+            else:
+                if eligibility is not None and name in eligibility:
+                    e, cnt = eligibility[name]
+                else:
+                    e, cnt = g.elig[:], g.n_spk[:]
+                e = np.asarray(e, np.float32).reshape(-1, p.size)[:n_train]
+                cnt = np.asarray(cnt, np.float32).reshape(-1, p.size)[:n_train]
+                grad[name] = np.asarray(rule.spike_gradient(shaped, e, cnt), np.float32)
+        return grad, shaped
+
+    def end_trial(self, rewards, eligibility=None):
+        """Shape the rewards, estimate the gradient and update ``p`` (:func:`rule.apply_update`)."""
+        grad, _ = self.gradient(rewards, eligibility)
+        if self._update is None:  # one compiled function instead of many eagerly compiled JAX ops
+            import jax
+
+            opt, eps = self.opt, self.eps
+            self._update = jax.jit(lambda p, g, s: rule.apply_update(p, g, opt, s, eps))
+        p, self.opt_state = self._update(self.p, grad, self.opt_state)
+        self.p = {k: np.asarray(v, np.float32) for k, v in p.items()}
+        self.shaping_state = self._next_shaping
+        return grad
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {"p": dict(self.p), "opt": self.opt_state, "shaping": dict(self.shaping_state)}
+
+    def load_state(self, state: dict):
+        self.p = {k: np.asarray(v, np.float32) for k, v in state["p"].items()}
+        self.opt_state = state["opt"]
+        self.shaping_state = {k: float(v) for k, v in state["shaping"].items()}
