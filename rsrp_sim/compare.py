@@ -99,13 +99,17 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="rsrp-sim compare", description=__doc__)
     p.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
-    p.add_argument("--x", default="iteration,env_steps,wall_s",
-                   help="comma-separated x axes: iteration, env_steps (or examples), wall_s")
+    p.add_argument("--x", default=None,
+                   help="comma-separated x axes: iteration, env_steps (or examples), wall_s "
+                        "(default iteration,<env_steps or examples>,wall_s)")
     p.add_argument("--y", default="eval_score", help="metrics column to plot (default eval_score)")
     p.add_argument("--out", default="compare.png", help="figure file (default compare.png)")
     p.add_argument("--by", default=None, help="group by this config key (e.g. shaping) instead of method")
     args = p.parse_args(argv)
     runs = [load_run(path) for path in expand(args.runs)]
+    if args.x is None:  # classification runs count training examples instead of environment steps
+        steps = "examples" if any(r["rows"] and "examples" in r["rows"][0] for r in runs) else "env_steps"
+        args.x = f"iteration,{steps},wall_s"
     x_keys = tuple(k.strip() for k in args.x.split(",") if k.strip())
     known = {"iteration", "env_steps", "examples", "wall_s"}
     for k in x_keys:

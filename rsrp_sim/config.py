@@ -36,6 +36,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in raw:
+            value = raw.strip()  # YAML 1.1 reads 1:1 as the base-60 number 61; nobody means that
         if key.startswith(MODEL_PREFIX):
             out.setdefault("model_overrides", {})[key[len(MODEL_PREFIX):]] = value
         else:
@@ -55,6 +57,11 @@ def coerce(key: str, value, tp):
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
+            # key=1:1 or key=01 on the command line reads as a YAML number (61, 1): map it back
+            match = [c for c in choices if isinstance(c, str) and not isinstance(value, (str, bool))
+                     and yaml.safe_load(c) == value]
+            if len(match) == 1:
+                return match[0]
             raise unknown(f"value for {key}", value, choices)
         return value
     if origin is typing.Union:  # Optional[X]
@@ -77,6 +84,9 @@ def coerce(key: str, value, tp):
     elif tp is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
+    elif tp is list or origin is list:  # e.g. model.hidden=[128,64]
+        if isinstance(value, list):
+            return list(value)
     else:  # pragma: no cover - only the types above are used in configs
         return value
     raise UserError(f"{key} must be {_type_name(tp)}, got {value!r}")

@@ -43,8 +43,9 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
         for key, style in (("train_score", dict(color="tab:blue", alpha=0.8, label=labels[0])),
                            ("eval_score", dict(color="tab:red", lw=2, label=labels[1]))):
             y = _column(rows, key)
-            if np.isfinite(y).any():
-                ax.plot(x, y, **style)
+            ok = np.isfinite(y)  # e.g. an eval score recorded only every k iterations
+            if ok.any():
+                ax.plot(x[ok], y[ok], **style)
         if threshold is not None:
             ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"solved ({threshold:g})")
         ax.set_xlabel(X_LABELS.get(xkey, xkey))
@@ -118,7 +119,7 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
                 ax.fill_between(x, lo, hi, color=c, alpha=0.2)
         if threshold is not None:
             ax.axhline(threshold, color="gray", ls="--", lw=1)
-        if xkey in ("env_steps", "wall_s"):
+        if xkey in ("env_steps", "examples", "wall_s"):
             ax.set_xscale("log")
         ax.set_xlabel(X_LABELS.get(xkey, xkey))
         ax.set_ylabel(score_label)
@@ -126,6 +127,34 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
     axes[0][0].legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(counts, path, title: str = "confusion matrix", class_names: Sequence[str] | None = None):
+    """Row-normalised confusion matrix (rows: true class, columns: predicted) with the counts written in."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = np.asarray(counts)
+    n = counts.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    frac = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n), constrained_layout=True)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    acc = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"{title} (accuracy {acc:.4f}, n={int(counts.sum())})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -52,6 +52,59 @@ def sample_release(rng, p, n: int | None = None):
     return jax.random.uniform(rng, shape, dtype=np.float32) < p
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry_bits(key, n: int):
+    """``n`` random uint32 words: Threefry-2x32 (20 rounds) of the counters ``0..n-1`` under ``key``.
+
+    Bit-identical to ``jax.extend.random.threefry_2x32(key, arange(n))`` (a test checks it), but
+    written with plain ``jax.numpy`` integer ops, which XLA vectorises: about 6x faster than
+    ``jax.random`` on CPU, where sampling dominates the cost of large Bernoulli populations.
+    ``key``: a raw threefry key (uint32[2], e.g. ``jax.random.PRNGKey``) or a typed threefry key.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    if key.shape != (2,):
+        raise ValueError(f"threefry_bits needs a threefry key (2 uint32 words), got shape {key.shape}")
+    if n >= 2**32:
+        raise ValueError(f"threefry_bits draws at most 2**32 - 1 words per key, got {n}")
+    key = key.astype(jnp.uint32)
+    half = (n + 1) // 2
+    x0 = jax.lax.iota(jnp.uint32, half)
+    x1 = x0 + jnp.uint32(half)
+    if n % 2:  # jax pads an odd count with one zero counter at the end
+        x1 = jnp.where(x0 == half - 1, jnp.uint32(0), x1)
+    k0, k1 = key[0], key[1]
+    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in _THREEFRY_ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = ((x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return jnp.concatenate([x0, x1])[:n]
+
+
+def sample_release_fast(key, p, n: int | None = None):
+    """:func:`sample_release` for JAX keys with :func:`threefry_bits`: ``z = bits < p * 2**32``.
+
+    Same distribution (exact to 2**-32 in p), different stream; use inside ``jit``.
+    """
+    import jax.numpy as jnp
+
+    shape = tuple(p.shape) if n is None else (n,) + tuple(p.shape)
+    size = 1
+    for d in shape:
+        size *= int(d)
+    threshold = jnp.minimum(jnp.asarray(p, jnp.float32) * 4294967296.0, 4294967040.0).astype(jnp.uint32)
+    return threefry_bits(key, size).reshape(shape) < threshold
+
+
 def deterministic_mask(p):
     """The deterministic ("eval") network: a synapse is present where ``p > 0.5``."""
     return p > 0.5

@@ -9,6 +9,9 @@ from ..errors import unknown
 PROTOCOLS = {
     "cartpole": "rsrp_sim.protocols.cartpole",
     "humanoid": "rsrp_sim.protocols.humanoid",
+    "mnist": "rsrp_sim.protocols.mnist",
+    "digits": "rsrp_sim.protocols.digits",
+    "cifar10": "rsrp_sim.protocols.cifar10",
 }
 
 

@@ -46,6 +46,11 @@ class MethodSpec:
         return next(iter(self.backends))
 
 
+SHORTCUTS = {
+    "env": "environment id (shortcut for env=ID)",
+    "device": "back-end device, e.g. brian2's runtime, cpp_standalone, cuda_standalone (shortcut for device=NAME)",
+}
+
 BACKEND_EXTRAS = {"brian2": "brian2", "netpyne": "neuron", "jax": ""}
 
 
@@ -64,8 +69,11 @@ class Protocol:
     """A task with presets and methods; see the module docstring."""
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
-                 score_label: str = "episode return", steps_label: str = "env_steps"):
+                 score_label: str = "episode return", steps_label: str = "env_steps",
+                 shortcuts: dict[str, str] | None = None):
         self.name = name
+        #: command-line options --NAME VALUE that stand for the override NAME=VALUE (dashes for underscores)
+        self.shortcuts = {**SHORTCUTS, **(shortcuts or {})}
         self.description = description
         self.methods = {m.name: m for m in methods}
         self.module = module
@@ -264,9 +272,8 @@ class Protocol:
         p.add_argument("--jobs", type=int, default=1, help="with --seeds: seeds run in parallel processes")
         p.add_argument("--out", default=None, help="run folder (default runs/<protocol>/<time>_<method>_...)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-        p.add_argument("--env", default=None, help="environment id (shortcut for env=ID)")
-        p.add_argument("--device", default=None, help="back-end device, e.g. brian2's runtime, cpp_standalone, "
-                                                      "cuda_standalone (shortcut for device=NAME)")
+        for key, text in self.shortcuts.items():
+            p.add_argument("--" + key.replace("_", "-"), dest=key, default=None, help=text)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--list-keys", action="store_true", help="print the method's config keys and exit")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.1 "
@@ -280,7 +287,7 @@ class Protocol:
             return int(e.code or 0)
         try:
             overrides = configlib.parse_overrides(args.overrides)
-            for shortcut in ("env", "device"):
+            for shortcut in self.shortcuts:
                 if getattr(args, shortcut) is not None:
                     overrides[shortcut] = getattr(args, shortcut)
             if args.list_keys:
@@ -328,8 +335,9 @@ def summary_line(s: dict[str, Any]) -> str:
     if s.get("solved_threshold") is not None:
         solved = (f", solved (>= {s['solved_threshold']:g}) at iteration {s['solved_at']}" if s.get("solved")
                   else f", not solved (>= {s['solved_threshold']:g})")
+    test = f", test {f(s['test_score'])}" if s.get("test_score") is not None else ""
     return (f"{s['protocol']} {s['method']}/{s['backend']} seed {s['seed']}: best eval {f(s['best_eval_score'])} "
-            f"(iteration {s['best_iteration']}), final eval {f(s['final_eval_score'])}{solved}; "
+            f"(iteration {s['best_iteration']}), final eval {f(s['final_eval_score'])}{test}{solved}; "
             f"{s['iterations_done']}/{s['iterations']} iterations in {s['wall_s']:.1f} s -> {s['run_dir']}")
 
 

@@ -1,0 +1,15 @@
+"""scikit-learn's 8x8 digits (offline everywhere): RSRP and backprop on a 64-64-10 MLP.
+
+    python -m rsrp_sim.protocols.digits                 # RSRP, cpu preset (about a minute)
+    python -m rsrp_sim.protocols.digits --method bp
+"""
+from __future__ import annotations
+
+import sys
+
+from .classification import make
+
+PROTOCOL = make("digits", "scikit-learn 8x8 digits")
+
+if __name__ == "__main__":
+    sys.exit(PROTOCOL.main())
