@@ -76,7 +76,7 @@ def test_run_records_and_resume_equals_uninterrupted(tmp_path):
     assert [r["iteration"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         for k in ra:
-            if k != "wall_s":
+            if k != "wall_s" and not k.endswith("_per_s"):  # timings differ; everything else is exact
                 assert ra[k] == rb[k], (k, ra[k], rb[k])
     assert b[-1]["wall_s"] > b[1]["wall_s"]  # wall clock continues from the checkpoint
     cfg = yaml.safe_load((full / "config.yaml").read_text())
