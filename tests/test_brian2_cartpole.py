@@ -109,6 +109,41 @@ def test_bad_device_and_env_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "CartPole-v1 only" in capsys.readouterr().err
 
 
+def test_spike_release_mode_collects_each_members_eligibility_across_chunks():
+    """release_mode=spike: every sampled member's (elig, n_spk) reaches the update in its own row,
+    also when the population is simulated in several chunks, and the update moves p."""
+    from rsrp_sim.backends.brian2.rl import Brian2RSRPTrainer
+
+    cfg = PROTOCOL.build_config("rsrp", "brian2", "cpu", {
+        "release_mode": "spike", "target": "numpy", "pop_size": 12, "eval_size": 2, "chunk_size": 5,
+        "model_overrides": {"n_neurons": 16}, "generations": 1})
+    method = Brian2RSRPTrainer(cfg, seed=0)
+    spikes, captured = [], {}
+    run_chunk, end_trial = method.sim.run_chunk, method.learner.end_trial
+
+    def chunk(learner, values, v0, member, *rest):
+        out = run_chunk(learner, values, v0, member, *rest)
+        spikes.append(out["spikes"][member == 0])
+        return out
+
+    def end(rewards, eligibility=None):
+        captured.update(eligibility)
+        return end_trial(rewards, eligibility)
+
+    method.sim.run_chunk, method.learner.end_trial = chunk, end
+    state = method.init_state()
+    new_state, _ = method.step(state)
+    n = 16
+    e_h, n_h = (a.reshape(10, n, n) for a in captured["h"])
+    per_member = np.concatenate(spikes)                  # each sampled member's total spike count
+    assert per_member.shape == (10,) and per_member.min() > 0
+    np.testing.assert_array_equal(n_h[:, :, 0].sum(1), per_member)   # row k = member k's presynaptic spikes
+    p_h = state["p"]["h"].reshape(n, n)
+    assert np.all(np.abs(e_h) <= n_h) and np.all(e_h >= -n_h * p_h[None]) and np.all(e_h <= n_h * (1 - p_h[None]))
+    moved = np.abs(new_state["p"]["h"] - state["p"]["h"])
+    assert moved.max() > 0.01 and moved[n_h.reshape(10, -1).sum(0) == 0].max(initial=0) == 0   # silent: unchanged
+
+
 @pytest.mark.slow
 @needs_cxx
 def test_cpp_standalone_learns_without_recompiling(tmp_path):

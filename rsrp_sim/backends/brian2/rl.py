@@ -8,6 +8,11 @@ One generation, like the JAX trainer (``backends/jax/rl.py``):
      episode or ``max_steps`` steps were done; fitness = mean return of finished episodes;
   3. the learner shapes the rewards and updates ``p`` through :mod:`rsrp_sim.rule`.
 
+``release_mode=trial`` (default, as the paper) holds one release pattern per member for the whole
+trial; ``release_mode=spike`` releases with probability ``p`` at every presynaptic spike of the input
+and recurrent synapses and updates from the eligibilities (:func:`rsrp_sim.rule.spike_gradient`),
+collected chunk by chunk; the read-out stays in trial mode (SPEC §1).
+
 Devices (``device=``):
   ``runtime``          numpy or cython (``target=``); gymnasium's ``CartPole-v1`` is stepped from
                        Python by a ``network_operation`` every environment step (``sim_time`` of
@@ -47,6 +52,7 @@ class Brian2RSRPConfig(RSRPConfig):
     device: Literal["runtime", "cpp_standalone", "cuda_standalone"] = "runtime"
     target: Literal["cython", "numpy"] = "cython"  # code generation target of the runtime device
     build_dir: str = ""  # standalone project folder ('' = per-user cache, keyed by the network)
+    release_mode: Literal["trial", "spike"] = "trial"  # release drawn once per trial / at every spike
 
     def validate(self):
         super().validate()
@@ -64,8 +70,8 @@ INPUT_READ = "x = " + " + ".join(f"sel{c} * on{c}" for c in range(4))
 class _Sim:
     """A Brian2 network of ``chunk`` ConnSNN copies in closed loop with ``chunk`` CartPoles."""
 
-    def __init__(self, const: SNNConstants, chunk: int, max_steps: int):
-        self.c, self.chunk, self.max_steps = const, chunk, max_steps
+    def __init__(self, const: SNNConstants, chunk: int, max_steps: int, mode: str):
+        self.c, self.chunk, self.max_steps, self.mode = const, chunk, max_steps, mode
         self.n = const.n_neurons
         self.env_dt = const.substeps * const.dt * b2.ms
         self.duration = max_steps * self.env_dt + const.dt * b2.ms  # the initial tick + max_steps steps
@@ -78,13 +84,13 @@ class _Sim:
 class RuntimeSim(_Sim):
     """numpy / cython: gymnasium environments stepped by a ``network_operation``."""
 
-    def __init__(self, const, chunk, max_steps, target):
-        super().__init__(const, chunk, max_steps)
+    def __init__(self, const, chunk, max_steps, mode, target):
+        super().__init__(const, chunk, max_steps, mode)
         import gymnasium as gym
 
         devices.activate("runtime", target=target)
         self.gate = b2.NeuronGroup(chunk, "running : 1", name="gate")
-        self.pop = ConnSNNPopulation(const, chunk, gate=(self.gate, "running", np.arange(chunk)))
+        self.pop = ConnSNNPopulation(const, chunk, mode=mode, gate=(self.gate, "running", np.arange(chunk)))
         self.envs = [gym.make(cp.CartPole.id).unwrapped for _ in range(chunk)]
         op = b2.NetworkOperation(self._tick, dt=self.env_dt, when="start", order=0, name="gym_step")
         self.net = b2.Network(*self.pop.objects, self.gate, op)
@@ -146,19 +152,19 @@ class RuntimeSim(_Sim):
 class StandaloneSim(_Sim):
     """cpp_standalone / cuda_standalone: CartPole as Brian2 equations; compiled once, run with run_args."""
 
-    def __init__(self, const, chunk, max_steps, device, build_dir: str = "", compile: bool = True):
-        super().__init__(const, chunk, max_steps)
+    def __init__(self, const, chunk, max_steps, mode, device, build_dir: str = "", compile: bool = True):
+        super().__init__(const, chunk, max_steps, mode)
         if build_dir:
             self.folder, self.directory = None, Path(build_dir)
             self.directory.mkdir(parents=True, exist_ok=True)
         else:
-            key = repr((device, chunk, max_steps, dataclasses.asdict(const), b2.__version__))
+            key = repr((device, chunk, max_steps, mode, dataclasses.asdict(const), b2.__version__))
             self.folder = devices.BuildDir(device, key)
             self.directory = self.folder.path
         self.device = devices.activate(device, self.directory)
         self.env = CartPoleGroup(chunk, self.env_dt, max_steps)
         b2.defaultclock.dt = const.dt * b2.ms   # brian2cuda's synapse code expects the default clock
-        self.pop = ConnSNNPopulation(const, chunk, input_model=INPUT_MODEL, readout=self.env.envs,
+        self.pop = ConnSNNPopulation(const, chunk, mode=mode, input_model=INPUT_MODEL, readout=self.env.envs,
                                      gate=(self.env.envs, "gate", np.arange(chunk)), clock=b2.defaultclock)
         units = np.arange(chunk * const.n_in)
         copy, k = np.divmod(units, const.n_in)
@@ -177,7 +183,8 @@ class StandaloneSim(_Sim):
 
     def run_chunk(self, learner, values, v0, member, mean, scale, rng):
         resets = draw_resets(rng, self.chunk, self.env.rows)
-        args = learner.run_args(values, variables=("release",))
+        args = learner.run_args(values, variables=("release",) if self.mode == "trial" else
+                                ("release", "p", "elig", "n_spk"))
         args[self.pop.neurons.v] = v0
         args.update(self.env.run_args(resets, mean, scale, member))
         try:
@@ -215,9 +222,10 @@ class Brian2RSRPTrainer(Method):
         self.n_chunks = -(-cfg.pop_size // cfg.chunk_size)
         self.chunk = -(-cfg.pop_size // self.n_chunks)
         if cfg.device == "runtime":
-            self.sim = RuntimeSim(self.const, self.chunk, self.max_steps, cfg.target)
+            self.sim = RuntimeSim(self.const, self.chunk, self.max_steps, cfg.release_mode, cfg.target)
         else:
-            self.sim = StandaloneSim(self.const, self.chunk, self.max_steps, cfg.device, cfg.build_dir)
+            self.sim = StandaloneSim(self.const, self.chunk, self.max_steps, cfg.release_mode, cfg.device,
+                                     cfg.build_dir)
         syn = self.sim.pop.synapses
         fixed = ("h",) if cfg.reservoir else ()
         self.learner = RSRPLearner(syn, lr=cfg.lr, optimizer=cfg.optimizer, shaping=cfg.shaping,
@@ -255,6 +263,9 @@ class Brian2RSRPTrainer(Method):
         fitness, episodes, spikes = np.zeros(pop), np.zeros(pop, np.int64), np.zeros(pop)
         env_steps, t_eval, obs_n = 0, 0, 0
         obs_s, obs_sq = np.zeros(cp.OBS_DIM), np.zeros(cp.OBS_DIM)
+        spike_mode = [k for k in L.learned if L.groups[k].mode == "spike"]
+        elig = {k: (np.zeros((cfg.train_size, L.p[k].size), F32), np.zeros((cfg.train_size, L.p[k].size), F32))
+                for k in spike_mode}
         t0 = time.perf_counter()
         for ci in range(self.n_chunks):
             lo = ci * chunk
@@ -267,6 +278,11 @@ class Brian2RSRPTrainer(Method):
             hi = lo + int(valid.sum())
             fitness[lo:hi], episodes[lo:hi] = out["fitness"][valid], out["episodes"][valid]
             spikes[lo:hi] = out["spikes"][valid]
+            sampled = member == 0
+            for k in spike_mode:  # spike mode: this chunk's sampled members' eligibilities and counts
+                g, size = L.groups[k], L.p[k].size
+                for acc, var in zip(elig[k], (g.elig, g.n_spk)):
+                    acc[lo:lo + int(sampled.sum())] = np.asarray(var[:], F32).reshape(chunk, size)[sampled]
             n_train, n_eval = int((member == 0).sum()), int((member == 1).sum())
             env_steps += int(out["steps"][0]) * n_train + int(out["steps"][1]) * n_eval
             t_eval = max(t_eval, int(out["steps"][1]) if n_eval else 0)
@@ -275,7 +291,7 @@ class Brian2RSRPTrainer(Method):
         sim_s = time.perf_counter() - t0
         train, ev = fitness[:cfg.train_size], fitness[cfg.train_size:]
         p_used = dict(L.p)
-        L.end_trial(train)
+        L.end_trial(train, eligibility=elig or None)
         ms = max(t_eval, 1) * c.substeps * c.dt * c.n_neurons
         new_state = {"generation": np.int64(gen + 1), "env_steps": np.int64(int(state["env_steps"]) + env_steps),
                      "p": L.p, "opt": L.opt_state,
