@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine, write
 
 #: name -> (net, pop_size, default chunk_size)
 CASES = {
@@ -122,15 +123,9 @@ def main():
         else:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)
-    doc = {"benchmark": "classification", "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                                      "jax": jax.__version__,
-                                                      "devices": [str(d) for d in jax.devices()]},
+    doc = {"benchmark": "classification", "machine": {**machine(), "devices": [str(d) for d in jax.devices()]},
            "results": results}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print(write(doc, args.out))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import machine, write
 
 
 def peak_rss_mb() -> float:
@@ -114,14 +115,9 @@ def main():
         if "bitpack" in r and "dense" in r:
             speedup[f"network_{pop}x{n}"] = r["dense"]["ms_per_env_step"] / r["bitpack"]["ms_per_env_step"]
             assert r["dense"]["spikes_checksum"] == r["bitpack"]["spikes_checksum"], "paths disagree"
-    doc = {"benchmark": "connsnn", "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                               "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
+    doc = {"benchmark": "connsnn", "machine": {**machine(), "devices": [str(d) for d in jax.devices()]},
            "results": results, "speedup_bitpack_over_dense": speedup}
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print(write(doc, args.out))
 
 
 if __name__ == "__main__":

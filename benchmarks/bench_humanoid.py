@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _common import machine, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -72,17 +72,9 @@ def main(argv=None) -> int:
             its = args.iterations if preset == "cpu" else args.paper_generations_cap
             results.append(bench(method, preset, its, {}))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    from importlib import metadata
-
     out = {"benchmark": "humanoid_throughput", "devices": [str(d) for d in jax.devices()],
-           "python": platform.python_version(),
-           "versions": {p: metadata.version(p) for p in ("jax", "brax", "mujoco", "flax", "optax")},
-           "cpu_count": os.cpu_count(), "results": results}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+           "machine": machine(("jax", "brax", "mujoco", "flax", "optax")), "results": results}
+    print(write(out, args.out))
     return 0
 
 

@@ -22,7 +22,7 @@ from .. import config as configlib
 from ..errors import UserError, unknown
 from ..records import atomic_write_bytes
 from . import get
-from .base import EXIT_INTERRUPTED, EXIT_USAGE, _Parser, summary_line
+from .base import EXIT_INTERRUPTED, EXIT_USAGE, _Parser
 from .groups import parse_seeds, run_group, write_group_outputs
 
 META = "ablation.yaml"
