@@ -72,25 +72,28 @@ def mean_ci(values) -> tuple[float, float]:
 
 
 def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
+    """Per group: final, best and mean-over-iterations score (the area under the learning curve
+    divided by its length: higher when learning is faster and steadier), mean ± 95 % CI over seeds."""
     out = []
     for label, runs in groups.items():
         finals = [r["rows"][-1].get(y_key) for r in runs if r["rows"]]
-        bests = [max((x.get(y_key) for x in r["rows"] if x.get(y_key) is not None), default=None)
-                 for r in runs if r["rows"]]
+        scores = [[x.get(y_key) for x in r["rows"] if x.get(y_key) is not None] for r in runs if r["rows"]]
         fm, fh = mean_ci(finals)
-        bm, bh = mean_ci(bests)
+        bm, bh = mean_ci([max(s, default=None) for s in scores])
+        am, ah = mean_ci([float(np.mean(s)) if s else None for s in scores])
         out.append({"group": label, "seeds": len(runs), "final_mean": fm, "final_ci95": fh,
-                    "best_mean": bm, "best_ci95": bh,
+                    "best_mean": bm, "best_ci95": bh, "curve_mean": am, "curve_ci95": ah,
                     "iterations": int(np.mean([r["rows"][-1]["iteration"] for r in runs if r["rows"]] or [0]))})
     return out
 
 
 def format_table(rows) -> str:
-    head = f"{'group':<34} {'seeds':>5} {'final (mean ± 95% CI)':>24} {'best (mean ± 95% CI)':>24}"
+    head = (f"{'group':<34} {'seeds':>5} {'final (mean ± 95% CI)':>24} {'best (mean ± 95% CI)':>24} "
+            f"{'curve mean (± 95% CI)':>24}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['group']:<34} {r['seeds']:>5} {r['final_mean']:>14.4g} ± {r['final_ci95']:<7.3g} "
-                     f"{r['best_mean']:>14.4g} ± {r['best_ci95']:<7.3g}")
+        lines.append(f"{r['group']:<34} {r['seeds']:>5} " + " ".join(
+            f"{r[k + '_mean']:>14.4g} ± {r[k + '_ci95']:<7.3g}" for k in ("final", "best", "curve")))
     return "\n".join(lines)
 
 

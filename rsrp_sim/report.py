@@ -96,11 +96,12 @@ def _html(doc) -> str:
     for s in doc["sections"]:
         parts.append(f"<h2>{e(s['title'])}</h2><img src='{e(s['figure'])}' alt='{e(s['title'])}'>")
         parts.append("<table><tr><th>group</th><th>seeds</th><th>final eval (mean ± 95% CI)</th>"
-                     "<th>best eval (mean ± 95% CI)</th><th>iterations</th></tr>")
+                     "<th>best eval (mean ± 95% CI)</th><th>mean eval over iterations (± 95% CI)</th>"
+                     "<th>iterations</th></tr>")
         for r in s["table"]:
-            parts.append(f"<tr><td>{e(r['group'])}</td><td>{r['seeds']}</td>"
-                         f"<td>{_fmt(r['final_mean'])} ± {_fmt(r['final_ci95'])}</td>"
-                         f"<td>{_fmt(r['best_mean'])} ± {_fmt(r['best_ci95'])}</td><td>{r['iterations']}</td></tr>")
+            cells = "".join(f"<td>{_fmt(r[k + '_mean'])} ± {_fmt(r[k + '_ci95'])}</td>"
+                            for k in ("final", "best", "curve"))
+            parts.append(f"<tr><td>{e(r['group'])}</td><td>{r['seeds']}</td>{cells}<td>{r['iterations']}</td></tr>")
         parts.append("</table>")
         for label, cfg in s["configs"].items():
             parts.append(f"<details><summary>config of {e(label)}</summary><pre>"

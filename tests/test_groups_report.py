@@ -69,6 +69,8 @@ def test_compare_groups_by_config_key(tmp_path):
     assert sorted(groups) == ["shaping=centered_rank", "shaping=raw"]
     rows = {r["group"]: r for r in table(groups)}
     assert rows["shaping=raw"]["final_mean"] == pytest.approx(3.5) and rows["shaping=raw"]["seeds"] == 2
+    # mean over iterations: seed 0 -> mean(1, 2, 3) = 2, seed 1 -> mean(1, 2, 4) = 7/3
+    assert rows["shaping=raw"]["curve_mean"] == pytest.approx((2 + 7 / 3) / 2)
 
 
 def test_seed_parsing_and_override_round_trip():
