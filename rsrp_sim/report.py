@@ -53,15 +53,16 @@ def _section(runs, title, out_png, by=None):
 
 def build(paths, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    sections, seen = [], set()
+    sections, others = [], []
     for p in map(Path, paths):
         if (p / "ablation.yaml").is_file():
             meta = yaml.safe_load((p / "ablation.yaml").read_text())
             runs = [load_run(q) for q in expand([p])]
-            seen.update(str(r["path"]) for r in runs)
             title = f"Ablation {meta['ablation']}: {meta['description']}"
             sections.append(_section(runs, title, out / f"ablation_{meta['ablation']}.png", by=meta["key"]))
-    rest = [load_run(q) for q in expand(paths) if str(q) not in seen]
+        else:  # run folders and groups (also one value of an ablation, named on its own)
+            others.append(p)
+    rest = [load_run(q) for q in dict.fromkeys(expand(others))] if others else []
     by_protocol: dict[str, list] = {}
     for r in rest:
         by_protocol.setdefault(r["config"]["protocol"], []).append(r)

@@ -124,7 +124,12 @@ def test_ablation_runner_tiny(tmp_path, capsys):
     assert float(rows["shaping=raw"]["final_mean"]) == pytest.approx(np.mean(finals))
     assert "shaping=raw" in text
     doc = report.build([out], tmp_path / "rep")
-    assert doc["sections"][0]["title"].startswith("Ablation cartpole-reward")
+    assert [s["title"].split(":")[0] for s in doc["sections"]] == ["Ablation cartpole-reward"]
+    # one value of the ablation named on its own also joins the protocol's figure (as `rsrp [jax]`)
+    doc = report.build([out, out / "raw"], tmp_path / "rep2")
+    (main, abl) = doc["sections"]
+    assert main["title"].startswith("CartPole") and [r["group"] for r in main["table"]] == ["rsrp [jax]"]
+    assert main["table"][0]["seeds"] == 2 and abl["title"].startswith("Ablation")
 
 
 @pytest.mark.parametrize("args,message", [
