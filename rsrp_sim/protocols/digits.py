@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 
-from .classification import make
+from .classification import STDP_DC, make
 
-PROTOCOL = make("digits", "scikit-learn 8x8 digits")
+PROTOCOL = make("digits", "scikit-learn 8x8 digits", extra_methods=(STDP_DC,))
 
 if __name__ == "__main__":
     sys.exit(PROTOCOL.main())

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from .classification import make
+from .classification import STDP_DC, make
 
-PROTOCOL = make("mnist", "MNIST", " A folder with only the 10k t10k files is split into train/val/held-out test.")
+PROTOCOL = make("mnist", "MNIST", " A folder with only the 10k t10k files is split into train/val/held-out test.",
+                extra_methods=(STDP_DC,))
 
 if __name__ == "__main__":
     sys.exit(PROTOCOL.main())
