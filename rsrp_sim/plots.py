@@ -229,8 +229,7 @@ def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence
         canvas[r * (hgt + 1):r * (hgt + 1) + hgt, c * (wid + 1):c * (wid + 1) + wid] = w[k] / top if top > 0 else 0
     size = min(14.0, 1.5 + 0.45 * cols * max(wid, 8) / 8)
     fig, ax = plt.subplots(figsize=(size, size * rows / cols + 0.6), constrained_layout=True)
-    cmap = plt.get_cmap("hot_r").copy()
-    cmap.set_bad("lightgray")
+    cmap = plt.get_cmap("hot_r").with_extremes(bad="lightgray")
     ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     if labels is not None and cols <= 40:
         for k, lab in enumerate(labels):

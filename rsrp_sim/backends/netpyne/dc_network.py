@@ -27,6 +27,8 @@ from . import mechanisms
 
 KIND_PLASTIC, KIND_INH, KIND_EXC = 0.0, 1.0, 2.0  # DCNeuron NetCon weight[1]
 
+_current: "DCNetwork | None" = None  # one network per process: building another closes the previous one
+
 
 def cell_params(model: dict[str, Any], which: str) -> dict[str, float]:
     """DCNeuron parameters of the excitatory (``exc``, with the STDP constants) or inhibitory cells."""
@@ -55,12 +57,16 @@ class DCNetwork:
         h.load_file("stdrun.hoc")
         if n_in < 1 or n_exc < 1:
             raise UserError(f"the network needs at least one input and one excitatory cell (n_in={n_in}, n_exc={n_exc})")
+        global _current
+        if _current is not None:
+            _current.close()
         self.h, self.model = h, model
         self.n_in, self.n_exc, self.seed = int(n_in), int(n_exc), int(seed)
         self.pc = h.ParallelContext()
         self._cvode = cvode = h.CVode()
         cvode.active(0)
-        cvode.queue_mode(1, 0)  # fixed-step bin queue: events delivered on step boundaries
+        self._queue_mode = int(cvode.queue_mode())
+        cvode.queue_mode(1, 0)  # fixed-step bin queue (events on step boundaries); close() restores the mode
         self.dt = float(model["dt"])
         h.dt = self.dt
 
@@ -112,6 +118,21 @@ class DCNetwork:
         self._small = h.Vector(max(self.n_exc, self.n_in))
         self.learning = True
         self._started = False
+        self.alive = True
+        _current = self
+
+    def close(self):
+        """Free this network's NEURON objects and restore the event queue mode (another network may follow)."""
+        global _current
+        if not self.alive:
+            return
+        self.alive = False
+        for name in ("lateral", "ncs", "_relay_ncs", "_relay_ctl", "_w_ptr", "_d_ptr", "_theta_ptr", "_count_ptr",
+                     "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small"):
+            self.__dict__.pop(name, None)
+        self._cvode.queue_mode(self._queue_mode, 0)
+        if _current is self:
+            _current = None
 
     @staticmethod
     def input_gain(model: dict[str, Any], n_in: int) -> float:
@@ -199,6 +220,8 @@ class DCNetwork:
         for i, u in enumerate(self.inputs):
             u.ranvar.set_ids(a, b, i)
         self._scatter(self._hz_ptr, np.zeros(self.n_in), self._small)
+        self.h.dt = self.dt  # (other NEURON users in this process may have changed them)
+        self._cvode.active(0)
         if theta is None:
             theta = self.read_theta() if self._started else np.full(self.n_exc, float(self.model["exc"]["theta_init"]))
         self.h.finitialize()

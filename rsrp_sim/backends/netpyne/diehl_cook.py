@@ -100,7 +100,7 @@ class DiehlCook(Method):
 
     @property
     def net(self):
-        if self._net is None:
+        if self._net is None or not self._net.alive:  # (re)build; another network may have replaced it
             from .dc_network import DCNetwork
 
             self._net = DCNetwork(self.model, self.n_in, self.n_exc, self.seed)
@@ -215,10 +215,17 @@ class DiehlCook(Method):
         return new, rec
 
     # ------------------------------------------------------------------ end of run
+    def close(self):
+        """Free the NEURON network (a later call rebuilds it)."""
+        if self._net is not None:
+            self._net.close()
+            self._net = None
+
     def finalize(self, state, run_dir):
         from ... import plots
 
         acc, pred, y = self.score(state, "test")
+        self.close()
         counts = np.zeros((self.n_classes, self.n_classes), np.int64)
         ok = pred >= 0
         np.add.at(counts, (y[ok], pred[ok]), 1)
