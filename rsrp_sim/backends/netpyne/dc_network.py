@@ -212,6 +212,31 @@ class DCNetwork:
         if self._started:
             self._relay_ctl.event(self.h.t)
 
+    def present(self, unit_rates, learning: bool) -> tuple[np.ndarray, int]:
+        """Present one example whose inputs fire at ``unit_rates * intensity`` Hz for ``present_ms``, then
+        ``rest_ms`` of silence; while it evokes fewer than ``min_spikes`` excitatory spikes, raise the intensity
+        by ``intensity_step`` and present it again (at most ``max_repeats`` times).  While learning, the input
+        weights are normalised before every presentation.  Returns the excitatory spike counts of the last
+        presentation and the number of presentations."""
+        inp = self.model["input"]
+        unit_rates = np.asarray(unit_rates, dtype=float)
+        zero = np.zeros(self.n_in)
+        intensity = float(inp["intensity_start"])
+        total = self.norm_total(self.model, self.n_in)
+        for rep in range(int(inp["max_repeats"]) + 1):
+            if learning:
+                self.normalize(total)
+            self.set_rates(unit_rates * intensity)
+            self.reset_counts()
+            self.run(float(inp["present_ms"]))
+            counts = self.spike_counts()
+            self.set_rates(zero)
+            self.run(float(inp["rest_ms"]))
+            if counts.sum() >= int(inp["min_spikes"]):
+                break
+            intensity += float(inp["intensity_step"])
+        return counts, rep + 1
+
     # ------------------------------------------------------------------ running
     def restart(self, stream: tuple[int, int], theta=None):
         """Fresh cell states at t = 0 with thresholds ``theta`` (default: keep the current ones; the

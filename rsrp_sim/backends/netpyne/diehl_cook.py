@@ -89,9 +89,6 @@ class DiehlCook(Method):
         self.n_classes = self.ds.n_classes
         inp = self.model["input"]
         self.unit_rate = float(inp["rate_full_scale_hz"]) / self.ds.scale  # Hz per pixel value per intensity
-        from .dc_network import DCNetwork
-
-        self.norm_total = DCNetwork.norm_total(self.model, self.n_in)
         self._net = None
 
     @property
@@ -122,25 +119,8 @@ class DiehlCook(Method):
         return np.asarray(x, dtype=float).reshape(-1)
 
     def present(self, x, learning: bool) -> tuple[np.ndarray, int]:
-        """Show one image (350 ms + 150 ms rest, repeated at a raised intensity while it evokes fewer than
-        ``min_spikes`` excitatory spikes); returns its excitatory spike counts and the number of presentations."""
-        net, inp = self.net, self.model["input"]
-        base = self._pixels(x) * self.unit_rate
-        zero = np.zeros(self.n_in)
-        intensity = float(inp["intensity_start"])
-        for rep in range(int(inp["max_repeats"]) + 1):
-            if learning:
-                net.normalize(self.norm_total)
-            net.set_rates(base * intensity)
-            net.reset_counts()
-            net.run(float(inp["present_ms"]))
-            counts = net.spike_counts()
-            net.set_rates(zero)
-            net.run(float(inp["rest_ms"]))
-            if counts.sum() >= int(inp["min_spikes"]):
-                break
-            intensity += float(inp["intensity_step"])
-        return counts, rep + 1
+        """Show one image (see :meth:`DCNetwork.present`); its excitatory spike counts and presentations."""
+        return self.net.present(self._pixels(x) * self.unit_rate, learning)
 
     def _load(self, state, learning: bool, stream: int):
         net = self.net
