@@ -1,7 +1,8 @@
-"""scikit-learn's 8x8 digits (offline everywhere): RSRP and backprop on a 64-64-10 MLP.
+"""scikit-learn's 8x8 digits (offline everywhere): RSRP and backprop on a 64-64-10 MLP, Diehl & Cook STDP.
 
     python -m rsrp_sim.protocols.digits                 # RSRP, cpu preset (about a minute)
     python -m rsrp_sim.protocols.digits --method bp
+    python -m rsrp_sim.protocols.digits --method stdp-dc  # Diehl & Cook STDP on NEURON (N_e 100, about a minute)
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@
     python -m rsrp_sim.protocols.mnist ei=1:1_input reward=accuracy
     python -m rsrp_sim.protocols.mnist net=cnn --preset paper-cnn                  # binary CNN (GPU)
     python -m rsrp_sim.protocols.mnist --preset paper download=true                # pop 20480, 5000 generations
+    python -m rsrp_sim.protocols.mnist --method stdp-dc --data-dir ../shared/data/mnist   # Diehl & Cook, N_e 100
 """
 from __future__ import annotations
 
