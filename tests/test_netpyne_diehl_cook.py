@@ -175,44 +175,37 @@ def test_stdp_pair_update_matches_the_formula(h):
     st = MODEL["stdp"]
     sec, cell = one_cell(h, 0.5, w_gain=0.0)  # the plastic input carries no current: spikes come from the drive
     syn = h.NetCon(None, cell)  # plastic (kind 0)
-    w0 = 0.5
-    syn.weight[0] = w0
     out = h.NetCon(cell, None)
     spikes = h.Vector()
     out.record(spikes)
     # two forced post spikes (around 20 and 60 ms); the pre spike arrives in between, at 35 ms
     drive = inputs(h, cell, [(20.0, 2, 50.0), (60.0, 2, 50.0)])
-    h.finitialize()
-    cell.vm = MODEL["exc"]["v_rest"]
-    fire(drive)
-    syn.event(35.0)
-    h.continuerun(100.0)
-    s = spikes.as_numpy()
-    assert len(s) == 2 and 20 <= s[0] < 22 and 60 <= s[1] < 62
-    # pre at 35: depression by nu_pre * post1(35); post at s2: potentiation nu_post * pre(s2) * post2(before)
-    w1 = w0 - st["nu_pre"] * np.exp(-(35.0 - s[0]) / st["tau_post1"])
-    w2 = w1 + st["nu_post"] * np.exp(-(s[1] - 35.0) / st["tau_pre"]) * np.exp(-(s[1] - s[0]) / st["tau_post2"])
-    assert syn.weight[0] == pytest.approx(w2, rel=1e-12)
-    assert syn.weight[2] == 35.0  # the synapse's last pre arrival
-    # bounds: a weight at wmax stays there, a weight at 0 is not pushed below
-    for start in (st["wmax"], 0.0):
-        syn.weight[0] = start
+
+    def pair(w_start: float) -> float:
+        syn.weight[0] = w_start
+        spikes.resize(0)
         h.finitialize()
         cell.vm = MODEL["exc"]["v_rest"]
         fire(drive)
         syn.event(35.0)
         h.continuerun(100.0)
-        expect = st["wmax"] if start > 0 else w2 - w1  # capped at wmax; from 0: no depression below 0, then LTP
-        assert syn.weight[0] == pytest.approx(expect, rel=1e-12)
+        return syn.weight[0]
+
+    w0 = 0.5
+    got = pair(w0)
+    s = spikes.as_numpy()
+    assert len(s) == 2 and 20 <= s[0] < 22 and 60 <= s[1] < 62
+    # pre at 35: depression by nu_pre * post1(35); post at s2: potentiation nu_post * pre(s2) * post2(before)
+    w1 = w0 - st["nu_pre"] * np.exp(-(35.0 - s[0]) / st["tau_post1"])
+    w2 = w1 + st["nu_post"] * np.exp(-(s[1] - 35.0) / st["tau_pre"]) * np.exp(-(s[1] - s[0]) / st["tau_post2"])
+    assert got == pytest.approx(w2, rel=1e-12)
+    assert syn.weight[2] == 35.0  # the synapse's last pre arrival
+    # bounds: a weight at wmax stays there; from 0 no depression below 0, then the potentiation
+    assert pair(st["wmax"]) == st["wmax"]
+    assert pair(0.0) == pytest.approx(w2 - w1, rel=1e-12)
     # frozen: no change
     cell.learning = 0
-    syn.weight[0] = w0
-    h.finitialize()
-    cell.vm = MODEL["exc"]["v_rest"]
-    fire(drive)
-    syn.event(35.0)
-    h.continuerun(100.0)
-    assert syn.weight[0] == w0
+    assert pair(w0) == w0
 
 
 @neuron_mark
