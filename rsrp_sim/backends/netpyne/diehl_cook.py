@@ -115,12 +115,9 @@ class DiehlCook(Method):
                 "iteration": np.int64(0), "examples": np.int64(0), "presentations": np.int64(0)}
 
     # ------------------------------------------------------------------ presenting examples
-    def _pixels(self, x) -> np.ndarray:
-        return np.asarray(x, dtype=float).reshape(-1)
-
     def present(self, x, learning: bool) -> tuple[np.ndarray, int]:
         """Show one image (see :meth:`DCNetwork.present`); its excitatory spike counts and presentations."""
-        return self.net.present(self._pixels(x) * self.unit_rate, learning)
+        return self.net.present(np.asarray(x, dtype=float).reshape(-1) * self.unit_rate, learning)
 
     def _load(self, state, learning: bool, stream: int):
         net = self.net
@@ -168,7 +165,7 @@ class DiehlCook(Method):
         n = min(cfg.examples_per_iteration, cfg.examples - seen)
         responses, labels = state["responses"].copy(), state["labels"].copy()
         win = len(labels)
-        correct, shown, spikes = 0, 0, 0.0
+        correct, shown, spikes = 0, 0, 0.0  # spikes: excitatory spikes of each example's counted presentation
         for k in range(n):
             i = self._order(seen + k)
             counts, reps = self.present(self.ds.x_train[i], learning=True)
@@ -189,7 +186,7 @@ class DiehlCook(Method):
         eval_score = self.score(new, "val")[0] if due else float("nan")
         rec = {"iteration": it, "examples": seen + n, "train_score": correct / max(n, 1), "eval_score": eval_score,
                "presentations": int(new["presentations"]), "repeats": shown - n,
-               "train_pres_per_s": shown / max(sim_s, 1e-9), "mean_spikes": spikes / max(shown, 1),
+               "train_pres_per_s": shown / max(sim_s, 1e-9), "mean_spikes": spikes / max(n, 1),
                "theta_mean": float(np.mean(new["theta"]) - float(self.model["exc"]["theta_offset"])),
                "labelled": int((assignments >= 0).sum())}
         return new, rec
