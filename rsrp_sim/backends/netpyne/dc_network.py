@@ -9,7 +9,8 @@ Everything heavy stays in C: the plastic weights, delays, thresholds theta and s
 and written as whole NumPy arrays through ``h.PtrVector`` (one gather/scatter per example), the input
 rates are written the same way and the inputs are told to reschedule by one event fanned out by a
 Relay cell.  Integration is NEURON's fixed step (CVode off, ``dt`` from the YAML) with the fixed-step
-event bin queue, run with ``ParallelContext.psolve``.
+event bin queue (``psolve`` refuses the zero-delay lateral connections, so runs go through stdrun's
+``continuerun``).
 
 The network is instantiated straight on NEURON rather than through NetPyNE's specification layer:
 NetPyNE keeps a Python dictionary per connection, too slow and too large for 784 x N_e plastic
@@ -62,7 +63,6 @@ class DCNetwork:
             _current.close()
         self.h, self.model = h, model
         self.n_in, self.n_exc, self.seed = int(n_in), int(n_exc), int(seed)
-        self.pc = h.ParallelContext()
         self._cvode = cvode = h.CVode()
         cvode.active(0)
         self._queue_mode = int(cvode.queue_mode())
