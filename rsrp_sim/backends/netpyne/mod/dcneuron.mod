@@ -18,8 +18,8 @@ which is second-order accurate.  Threshold crossings are detected by WATCH; the 
 and the reset happen in NET_RECEIVE.
 
 Incoming NetCons, weight vector (w, kind, tpre):
-    kind 1  inhibitory, fixed:    gi += w
     kind 0  excitatory, plastic:  ge += w_gain * w, then (learning = 1) STDP pre update
+    kind 1  inhibitory, fixed:    gi += w
     kind 2  excitatory, fixed:    ge += w
 STDP (traces set to 1 by a spike, decaying exponentially; pre per synapse, post1/post2 per cell):
     pre spike arriving:  w = max(0, w - nu_pre * post1);  pre = 1
@@ -38,27 +38,28 @@ NEURON {
 }
 
 PARAMETER {
-    tau_m = 100 (ms)
-    v_rest = -65
-    v_reset = -65
-    v_thresh = -52
-    v_init = -105
+    : placeholders only: rsrp_sim sets every value from models/diehl_cook.yaml
+    tau_m = 1 (ms)
+    v_rest = 0
+    v_reset = 0
+    v_thresh = 0
+    v_init = 0
     e_exc = 0
-    e_inh = -100
+    e_inh = 0
     tau_ge = 1 (ms)
-    tau_gi = 2 (ms)
-    refrac = 5 (ms)
-    theta_init = 20
-    theta_offset = 20
-    theta_plus = 0.05
-    tau_theta = 1e7 (ms)
+    tau_gi = 1 (ms)
+    refrac = 0 (ms)
+    theta_init = 0
+    theta_offset = 0
+    theta_plus = 0
+    tau_theta = 1 (ms)
     w_gain = 1
     learning = 1
-    nu_pre = 0.0001
-    nu_post = 0.01
-    tau_pre = 20 (ms)
-    tau_post1 = 20 (ms)
-    tau_post2 = 40 (ms)
+    nu_pre = 0
+    nu_post = 0
+    tau_pre = 1 (ms)
+    tau_post1 = 1 (ms)
+    tau_post2 = 1 (ms)
     wmax = 1
 }
 
