@@ -11,12 +11,11 @@ compilation) is timed separately.  --save writes benchmarks/results/netpyne_cart
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _common import machine, write
 
 
 def main(argv=None) -> int:
@@ -86,15 +85,9 @@ def main(argv=None) -> int:
         "cells": method.net.n_cells,
         "plastic_synapses": method.net.n_plastic,
         "seed": args.seed,
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)},  # other work on the machine slows this
+        "machine": machine(("neuron", "netpyne", "numpy")),  # its load average: other work slows this
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.save:
-        path = Path(__file__).resolve().parent / "results" / "netpyne_cartpole.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+    print(write(out, Path(__file__).resolve().parent / "results" / "netpyne_cartpole.json" if args.save else None))
     return 0
 
 

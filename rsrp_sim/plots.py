@@ -210,3 +210,57 @@ def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, tit
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence[int] | None = None):
+    """Input weights of many neurons as a grid of images (``weights``: (n, H, W)), each neuron's own
+    colour scale from 0 to its largest weight; ``labels`` (optional) are written in each tile's corner."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = np.asarray(weights, dtype=float)
+    n, hgt, wid = w.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    canvas = np.full((rows * (hgt + 1) - 1, cols * (wid + 1) - 1), np.nan)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        top = w[k].max()
+        canvas[r * (hgt + 1):r * (hgt + 1) + hgt, c * (wid + 1):c * (wid + 1) + wid] = w[k] / top if top > 0 else 0
+    size = min(14.0, 1.5 + 0.45 * cols * max(wid, 8) / 8)
+    fig, ax = plt.subplots(figsize=(size, size * rows / cols + 0.6), constrained_layout=True)
+    cmap = plt.get_cmap("hot_r").with_extremes(bad="lightgray")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    if labels is not None and cols <= 40:
+        for k, lab in enumerate(labels):
+            r, c = divmod(k, cols)
+            ax.text(c * (wid + 1), r * (hgt + 1), "-" if lab < 0 else str(int(lab)), fontsize=5, color="tab:blue",
+                    va="top", ha="left")
+    ax.set_axis_off()
+    ax.set_title(f"{title} (each tile scaled to its largest weight)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron labels"):
+    """Number of neurons labelled with each class (and unlabelled ones, -1, as 'none')."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.asarray(assignments, dtype=np.int64)
+    counts = np.bincount(a[a >= 0], minlength=n_classes)[:n_classes]
+    none = int((a < 0).sum())
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    ax.bar(range(n_classes), counts, color="tab:blue")
+    if none:
+        ax.bar([n_classes], [none], color="tab:gray")
+    ax.set_xticks(list(range(n_classes)) + ([n_classes] if none else []),
+                  [str(i) for i in range(n_classes)] + (["none"] if none else []))
+    ax.set_xlabel("assigned class")
+    ax.set_ylabel("neurons")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -6,7 +6,13 @@ from .base import MethodSpec, Protocol
 JAX_CLS = "rsrp_sim.backends.jax.classification"
 
 
-def make(name: str, title: str, extra: str = "") -> Protocol:
+STDP_DC = MethodSpec("stdp-dc", "Diehl & Cook (2015) unsupervised STDP network (Poisson inputs -> N_e "
+                               "adaptive-threshold LIF with lateral inhibition), neurons labelled from training "
+                               "responses (SPEC §6)",
+                     {"netpyne": "rsrp_sim.backends.netpyne.diehl_cook:DiehlCook"})
+
+
+def make(name: str, title: str, extra: str = "", extra_methods: tuple[MethodSpec, ...] = ()) -> Protocol:
     return Protocol(
         name=name,
         description=f"{title} classification with RSRP on a Bernoulli MLP / binary CNN and a backprop "
@@ -21,5 +27,6 @@ def make(name: str, title: str, extra: str = "") -> Protocol:
                                "or binary CNN (net=cnn)", {"jax": f"{JAX_CLS}:RSRPClassifier"}),
             MethodSpec("bp", "backprop (optax) on the same MLP / CNN with real weights",
                        {"jax": f"{JAX_CLS}:BPClassifier"}),
+            *extra_methods,
         ],
     )

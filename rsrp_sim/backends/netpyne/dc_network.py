@@ -1,0 +1,260 @@
+"""The Diehl & Cook (2015) network on NEURON (models/diehl_cook.yaml, mechanism mod/dcneuron.mod).
+
+    n_in Poisson inputs (RateGen, rates set per example)
+      -> n_exc excitatory DCNeuron cells: all-to-all plastic NetCons (STDP inside DCNeuron),
+         random initial weights, uniform random delays
+    excitatory i -> inhibitory i (one-to-one, on ge); inhibitory i -> every excitatory j != i (on gi)
+
+Everything heavy stays in C: the plastic weights, delays, thresholds theta and spike counts are read
+and written as whole NumPy arrays through ``h.PtrVector`` (one gather/scatter per example), the input
+rates are written the same way and the inputs are told to reschedule by one event fanned out by a
+Relay cell.  Integration is NEURON's fixed step (CVode off, ``dt`` from the YAML) with the fixed-step
+event bin queue (``psolve`` refuses the zero-delay lateral connections, so runs go through stdrun's
+``continuerun``).
+
+The network is instantiated straight on NEURON rather than through NetPyNE's specification layer:
+NetPyNE keeps a Python dictionary per connection, too slow and too large for 784 x N_e plastic
+synapses (313,600 at N_e = 400); the cells are point processes that keep their own state, which
+NetPyNE's spike detection (a threshold on a voltage) cannot see through an adaptive threshold.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import UserError
+from . import mechanisms
+
+KIND_PLASTIC, KIND_INH, KIND_EXC = 0.0, 1.0, 2.0  # DCNeuron NetCon weight[1]
+
+_current: "DCNetwork | None" = None  # one network per process: building another closes the previous one
+
+
+def cell_params(model: dict[str, Any], which: str) -> dict[str, float]:
+    """DCNeuron parameters of the excitatory (``exc``, with the STDP constants) or inhibitory cells."""
+    p = {k: float(v) for k, v in model[which].items()}
+    if which == "exc":
+        p.update({k: float(v) for k, v in model["stdp"].items()})
+    return p
+
+
+def initial_connectivity(model: dict[str, Any], n_exc: int, n_in: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Initial input weights ``(U[0,1) + offset) * scale`` and delays ``U(lo, hi)`` ms, both (n_exc, n_in)."""
+    w = model["weights"]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 6015]))
+    w0 = (rng.random((n_exc, n_in)) + float(w["input_init_offset"])) * float(w["input_init_scale"])
+    lo, hi = (float(x) for x in w["input_delay_ms"])
+    return w0, rng.uniform(lo, hi, (n_exc, n_in))
+
+
+class DCNetwork:
+    """One instantiated network; see the module docstring.  Weights are (n_exc, n_in) arrays."""
+
+    def __init__(self, model: dict[str, Any], n_in: int, n_exc: int, seed: int):
+        mechanisms.load()
+        from neuron import h
+
+        h.load_file("stdrun.hoc")
+        if n_in < 1 or n_exc < 1:
+            raise UserError(f"the network needs at least one input and one excitatory cell (n_in={n_in}, n_exc={n_exc})")
+        global _current
+        if _current is not None:
+            _current.close()
+        self.h, self.model = h, model
+        self.n_in, self.n_exc, self.seed = int(n_in), int(n_exc), int(seed)
+        self._cvode = cvode = h.CVode()
+        cvode.active(0)
+        self._queue_mode = int(cvode.queue_mode())
+        cvode.queue_mode(1, 0)  # fixed-step bin queue (events on step boundaries); close() restores the mode
+        self.dt = float(model["dt"])
+        h.dt = self.dt
+
+        self.host = h.Section(name="dc_host")  # the cells keep their own state; one section hosts them all
+        self.exc, self.inh = [], []
+        w = model["weights"]
+        self.w_gain = self.input_gain(model, self.n_in)
+        for name, cells in (("exc", self.exc), ("inh", self.inh)):
+            params = cell_params(model, name)
+            for i in range(self.n_exc):
+                cell = h.DCNeuron(self.host(0.5))
+                for k, v in params.items():
+                    setattr(cell, k, v)
+                cell.w_gain = self.w_gain
+                if name == "inh":
+                    cell.learning = 0
+                cells.append(cell)
+        self.inputs = []
+        for i in range(self.n_in):
+            u = h.RateGen()
+            u.noise, u.hz, u.start = 1, 0.0, 0.0
+            self.inputs.append(u)
+        self.relay = h.Relay()
+        self._relay_ctl = h.NetCon(None, self.relay)
+        self._relay_ncs = [h.NetCon(self.relay, u, 0, 0, 1) for u in self.inputs]
+
+        w0, delays = initial_connectivity(model, self.n_exc, self.n_in, self.seed)
+        # plastic NetCons, exc-major: index e * n_in + i (kind 0 = plastic is NEURON's default weight[1])
+        self.ncs = [h.NetCon(u, cell) for cell in self.exc for u in self.inputs]
+        self._w_ptr = self._ptrvec([nc._ref_weight[0] for nc in self.ncs])
+        self._d_ptr = self._ptrvec([nc._ref_delay for nc in self.ncs])
+        self._vec = h.Vector(len(self.ncs))
+        self._scatter(self._d_ptr, delays)
+        self.initial_weights = w0
+        self.weights = w0
+        lat = float(w["lateral_delay_ms"])
+        self.lateral = [h.NetCon(e, i, 0, lat, float(w["exc_to_inh"])) for e, i in zip(self.exc, self.inh)]
+        for nc in self.lateral:
+            nc.weight[1] = KIND_EXC
+        for j, src in enumerate(self.inh):
+            for k, dst in enumerate(self.exc):
+                if j != k:
+                    nc = h.NetCon(src, dst, 0, lat, float(w["inh_to_exc"]))
+                    nc.weight[1] = KIND_INH
+                    self.lateral.append(nc)
+        self._theta_ptr = self._ptrvec([c._ref_theta for c in self.exc])
+        self._count_ptr = self._ptrvec([c._ref_nspikes for c in self.exc])
+        self._hz_ptr = self._ptrvec([u._ref_hz for u in self.inputs])
+        self._small = h.Vector(max(self.n_exc, self.n_in))
+        self.learning = True
+        self._started = False
+        self.alive = True
+        _current = self
+
+    def close(self):
+        """Free this network's NEURON objects and restore the event queue mode (another network may follow)."""
+        global _current
+        if not self.alive:
+            return
+        self.alive = False
+        for name in ("lateral", "ncs", "_relay_ncs", "_relay_ctl", "_w_ptr", "_d_ptr", "_theta_ptr", "_count_ptr",
+                     "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small"):
+            self.__dict__.pop(name, None)
+        self._cvode.queue_mode(self._queue_mode, 0)
+        if _current is self:
+            _current = None
+
+    @staticmethod
+    def input_gain(model: dict[str, Any], n_in: int) -> float:
+        """Conductance per unit input weight: 784 / n_in with ``gain_with_input_size``, else 1."""
+        w = model["weights"]
+        return float(w["norm_reference_inputs"]) / n_in if w["gain_with_input_size"] else 1.0
+
+    @staticmethod
+    def norm_total(model: dict[str, Any], n_in: int) -> float:
+        """Column sum of the input weights: 78 x n_in / 784."""
+        w = model["weights"]
+        return float(w["norm_total"]) * n_in / float(w["norm_reference_inputs"])
+
+    # ------------------------------------------------------------------ vectorised access
+    def _ptrvec(self, refs):
+        pv = self.h.PtrVector(len(refs))
+        for i, r in enumerate(refs):
+            pv.pset(i, r)
+        return pv
+
+    def _gather(self, pv, vec=None) -> np.ndarray:
+        vec = self._vec if vec is None else vec
+        vec.resize(int(pv.size()))
+        pv.gather(vec)
+        return vec.as_numpy().copy()
+
+    def _scatter(self, pv, values, vec=None):
+        vec = self._vec if vec is None else vec
+        vec.from_python(np.ascontiguousarray(values, dtype=float).ravel())
+        pv.scatter(vec)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Plastic input weights, shape (n_exc, n_in)."""
+        return self._gather(self._w_ptr).reshape(self.n_exc, self.n_in)
+
+    @weights.setter
+    def weights(self, w):
+        w = np.asarray(w, dtype=float)
+        if w.shape != (self.n_exc, self.n_in):
+            raise UserError(f"expected input weights of shape {(self.n_exc, self.n_in)}, got {w.shape}")
+        self._scatter(self._w_ptr, w)
+
+    @property
+    def delays(self) -> np.ndarray:
+        return self._gather(self._d_ptr).reshape(self.n_exc, self.n_in)
+
+    def read_theta(self) -> np.ndarray:
+        """The excitatory cells' thresholds theta now (they change while learning)."""
+        return self._gather(self._theta_ptr, self._small)
+
+    def write_theta(self, theta):
+        self._scatter(self._theta_ptr, theta, self._small)
+
+    def spike_counts(self) -> np.ndarray:
+        return self._gather(self._count_ptr, self._small)
+
+    def reset_counts(self):
+        self._scatter(self._count_ptr, np.zeros(self.n_exc), self._small)
+
+    def normalize(self, total: float):
+        """Scale each excitatory cell's input weights so that they sum to ``total`` (all-zero rows stay)."""
+        w = self.weights
+        s = w.sum(axis=1, keepdims=True)
+        self.weights = w * np.where(s > 0, total / np.where(s > 0, s, 1.0), 1.0)
+
+    def set_learning(self, on: bool):
+        """Plasticity and theta adaptation on (training) or frozen (labelling, evaluation)."""
+        if on != self.learning:
+            for c in self.exc:
+                c.learning = 1 if on else 0
+            self.learning = bool(on)
+
+    def set_rates(self, rates_hz):
+        """Input rates (Hz); every input reschedules its next spike at once."""
+        self._scatter(self._hz_ptr, rates_hz, self._small)
+        if self._started:
+            self._relay_ctl.event(self.h.t)
+
+    def present(self, unit_rates, learning: bool) -> tuple[np.ndarray, int]:
+        """Present one example whose inputs fire at ``unit_rates * intensity`` Hz for ``present_ms``, then
+        ``rest_ms`` of silence; while it evokes fewer than ``min_spikes`` excitatory spikes, raise the intensity
+        by ``intensity_step`` and present it again (at most ``max_repeats`` times).  While learning, the input
+        weights are normalised before every presentation.  Returns the excitatory spike counts of the last
+        presentation and the number of presentations."""
+        inp = self.model["input"]
+        unit_rates = np.asarray(unit_rates, dtype=float)
+        zero = np.zeros(self.n_in)
+        intensity = float(inp["intensity_start"])
+        total = self.norm_total(self.model, self.n_in)
+        for rep in range(int(inp["max_repeats"]) + 1):
+            if learning:
+                self.normalize(total)
+            self.set_rates(unit_rates * intensity)
+            self.reset_counts()
+            self.run(float(inp["present_ms"]))
+            counts = self.spike_counts()
+            self.set_rates(zero)
+            self.run(float(inp["rest_ms"]))
+            if counts.sum() >= int(inp["min_spikes"]):
+                break
+            intensity += float(inp["intensity_step"])
+        return counts, rep + 1
+
+    # ------------------------------------------------------------------ running
+    def restart(self, stream: tuple[int, int], theta=None):
+        """Fresh cell states at t = 0 with thresholds ``theta`` (default: keep the current ones; the
+        weights are kept), inputs silent, Poisson streams ids ``(stream[0], stream[1], input)``."""
+        a, b = (int(x) & 0xFFFFFFFF for x in stream)
+        for i, u in enumerate(self.inputs):
+            u.ranvar.set_ids(a, b, i)
+        self._scatter(self._hz_ptr, np.zeros(self.n_in), self._small)
+        self.h.dt = self.dt  # (other NEURON users in this process may have changed them)
+        self._cvode.active(0)
+        if theta is None:
+            theta = self.read_theta() if self._started else np.full(self.n_exc, float(self.model["exc"]["theta_init"]))
+        self.h.finitialize()
+        self.write_theta(theta)
+        self._started = True
+
+    def run(self, ms: float):
+        """Advance the simulation by ``ms``."""
+        if not self._started:
+            raise RuntimeError("call restart() before run()")
+        self.h.continuerun(self.h.t + float(ms))

@@ -1,0 +1,223 @@
+"""stdp-dc: the Diehl & Cook (2015) unsupervised STDP network on NEURON, as a classification method.
+
+One iteration = ``examples_per_iteration`` training presentations (SPEC §6, reference-experiments §3):
+before each one the input weights of every excitatory neuron are normalised to the column sum, the
+image drives the Poisson inputs at ``pixel / scale * 31.875 Hz * intensity`` for 350 ms, then 150 ms
+of rest; fewer than 5 excitatory spikes raise the intensity by 1 and present the example again.
+STDP and theta adaptation run throughout.  Each training example's spike counts are kept (the last
+``label_window`` of them); at the end of the iteration every neuron is labelled with the class it
+answered most strongly on average over that window of *training* responses.  The running training
+accuracy (``train_score``) predicts each training example with the labels of the previous iteration,
+as the reference does.
+
+Held-out scores use a frozen network (plasticity and theta adaptation off, no normalisation) and the
+labels from training responses only: the validation split every ``eval_every`` iterations
+(``eval_score``; ``eval_size`` examples of it), the test split once at the end (``test_score``).
+Plots at the end: the learned receptive fields (input weights as a grid of images) and the
+histogram of neuron labels.
+
+Every iteration and every evaluation starts the simulation afresh (cells at rest, Poisson streams
+seeded by (seed, iteration)) from the weights and thresholds in the state, so a resumed run
+continues exactly as an uninterrupted one.  The checkpoint holds the weights, theta, labels and the
+window of training responses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from typing import Literal
+
+import numpy as np
+
+from ... import data as datalib
+from ... import models
+from ...errors import UserError
+from ...method import Method
+from .dc_readout import assign_labels, predict
+
+if importlib.util.find_spec("neuron") is None:  # fail at selection time (the protocol prints an install hint)
+    raise ImportError("No module named 'neuron'")
+
+EVAL_STREAM = 1 << 30  # Poisson stream ids of evaluations: EVAL_STREAM + split index (training uses the iteration)
+
+
+@dataclasses.dataclass
+class DCConfig:
+    dataset: Literal["mnist", "digits"] = "mnist"
+    data_dir: str = ""  # folder of the data files; "" = $RSRP_SIM_DATA, else the user cache
+    download: bool = False  # fetch missing MNIST files (checksums verified)
+    val_size: int = -1  # validation examples held out of the training data; -1: the data set's default
+    test_size: int = -1  # held-out test examples of a test-only folder; -1: the data set's default
+    split_seed: int = 0  # seed of the train/val(/test) split, independent of the run's --seed
+    n_exc: int = 0  # excitatory (= inhibitory) neurons; 0: the model's n_exc
+    examples: int = 60000  # training presentations in total (repeats at a raised intensity not counted)
+    examples_per_iteration: int = 500
+    label_window: int = 1000  # most recent training responses used to label the neurons
+    eval_every: int = 1  # iterations between validation scores
+    eval_size: int = -1  # validation examples scored each time; -1: the whole split
+    checkpoint_every: int = 1
+    model: str = "diehl_cook"
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+
+    def validate(self):
+        for key in ("examples", "examples_per_iteration", "label_window", "eval_every", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.n_exc < 0:
+            raise UserError(f"n_exc must be >= 1 (or 0 for the model's), got {self.n_exc}")
+        if self.eval_size == 0 or self.eval_size < -1:
+            raise UserError(f"eval_size must be >= 1 (or -1 for the whole validation split), got {self.eval_size}")
+
+
+class DiehlCook(Method):
+    """Diehl & Cook (2015) STDP baseline on NEURON; see the module docstring."""
+
+    Config = DCConfig
+    iterations_key = "examples"
+    steps_field = "examples"
+    curve_labels = ("running training accuracy (previous labels)", "validation accuracy (frozen network)")
+
+    def __init__(self, config, seed: int):
+        super().__init__(config, seed)
+        cfg = config
+        self.model = models.load(cfg.model, cfg.model_overrides)
+        self.n_exc = int(cfg.n_exc or self.model["n_exc"])
+        self.ds = datalib.load(cfg.dataset, cfg.data_dir or None, cfg.download, cfg.val_size, cfg.test_size,
+                               cfg.split_seed)
+        self.n_in = self.ds.n_features
+        self.n_classes = self.ds.n_classes
+        inp = self.model["input"]
+        self.unit_rate = float(inp["rate_full_scale_hz"]) / self.ds.scale  # Hz per pixel value per intensity
+        self._net = None
+
+    @property
+    def iterations(self) -> int:
+        return -(-self.config.examples // self.config.examples_per_iteration)
+
+    @property
+    def net(self):
+        if self._net is None or not self._net.alive:  # (re)build; another network may have replaced it
+            from .dc_network import DCNetwork
+
+            self._net = DCNetwork(self.model, self.n_in, self.n_exc, self.seed)
+        return self._net
+
+    # ------------------------------------------------------------------ state
+    def init_state(self):
+        from .dc_network import initial_connectivity
+
+        w0, _ = initial_connectivity(self.model, self.n_exc, self.n_in, self.seed)
+        win = self.config.label_window
+        return {"weights": w0, "theta": np.full(self.n_exc, float(self.model["exc"]["theta_init"])),
+                "assignments": np.full(self.n_exc, -1, np.int64),
+                "responses": np.zeros((win, self.n_exc), np.float32), "labels": np.full(win, -1, np.int64),
+                "iteration": np.int64(0), "examples": np.int64(0), "presentations": np.int64(0)}
+
+    # ------------------------------------------------------------------ presenting examples
+    def present(self, x, learning: bool) -> tuple[np.ndarray, int]:
+        """Show one image (see :meth:`DCNetwork.present`); its excitatory spike counts and presentations."""
+        return self.net.present(np.asarray(x, dtype=float).reshape(-1) * self.unit_rate, learning)
+
+    def _load(self, state, learning: bool, stream: int):
+        net = self.net
+        net.weights = state["weights"]
+        net.set_learning(learning)
+        net.restart((self.seed, stream), theta=state["theta"])
+
+    def responses(self, state, x: np.ndarray, stream: int) -> tuple[np.ndarray, int]:
+        """Spike counts (n, n_exc) of the frozen network (plasticity and theta off) to images ``x``."""
+        self._load(state, learning=False, stream=stream)
+        out = np.zeros((len(x), self.n_exc))
+        shown = 0
+        for k in range(len(x)):
+            out[k], reps = self.present(x[k], learning=False)
+            shown += reps
+        return out, shown
+
+    def score(self, state, split: str) -> tuple[float, np.ndarray, np.ndarray]:
+        """Accuracy, predictions and true labels of the frozen network on the ``val`` or ``test`` split."""
+        x, y = getattr(self.ds, f"x_{split}"), getattr(self.ds, f"y_{split}")
+        if split == "val" and self.config.eval_size > 0:
+            x, y = x[:self.config.eval_size], y[:self.config.eval_size]
+        if len(y) == 0:
+            return float("nan"), np.zeros(0, np.int64), y
+        r, _ = self.responses(state, x, EVAL_STREAM + (0 if split == "val" else 1))
+        pred = predict(r, state["assignments"], self.n_classes)
+        return float(np.mean(pred == y)), pred, y
+
+    # ------------------------------------------------------------------ one iteration
+    def _order(self, index: int) -> int:
+        """Training example shown as presentation ``index``: epoch-wise shuffled, deterministic."""
+        n = len(self.ds.y_train)
+        epoch, j = divmod(int(index), n)
+        if getattr(self, "_perm_epoch", None) != epoch:
+            self._perm = np.random.default_rng([self.seed, 11, epoch]).permutation(n)
+            self._perm_epoch = epoch
+        return int(self._perm[j])
+
+    def step(self, state):
+        cfg = self.config
+        it = int(state["iteration"]) + 1
+        t0 = time.perf_counter()
+        self._load(state, learning=True, stream=it)
+        seen = int(state["examples"])
+        n = min(cfg.examples_per_iteration, cfg.examples - seen)
+        responses, labels = state["responses"].copy(), state["labels"].copy()
+        win = len(labels)
+        correct, shown, spikes = 0, 0, 0.0  # spikes: excitatory spikes of each example's counted presentation
+        for k in range(n):
+            i = self._order(seen + k)
+            counts, reps = self.present(self.ds.x_train[i], learning=True)
+            y = int(self.ds.y_train[i])
+            correct += int(predict(counts[None], state["assignments"], self.n_classes)[0] == y)
+            shown += reps
+            spikes += counts.sum()
+            slot = (seen + k) % win
+            responses[slot], labels[slot] = counts, y
+        net = self.net
+        have = labels >= 0
+        assignments = assign_labels(responses[have], labels[have], self.n_classes)
+        sim_s = time.perf_counter() - t0
+        new = dict(state, weights=net.weights, theta=net.read_theta(), assignments=assignments,
+                   responses=responses, labels=labels, iteration=np.int64(it), examples=np.int64(seen + n),
+                   presentations=np.int64(int(state["presentations"]) + shown))
+        due = it % cfg.eval_every == 0 or it == self.iterations
+        eval_score = self.score(new, "val")[0] if due else float("nan")
+        rec = {"iteration": it, "examples": seen + n, "train_score": correct / max(n, 1), "eval_score": eval_score,
+               "presentations": int(new["presentations"]), "repeats": shown - n,
+               "train_pres_per_s": shown / max(sim_s, 1e-9), "mean_spikes": spikes / max(n, 1),
+               "theta_mean": float(np.mean(new["theta"]) - float(self.model["exc"]["theta_offset"])),
+               "labelled": int((assignments >= 0).sum())}
+        return new, rec
+
+    # ------------------------------------------------------------------ end of run
+    def close(self):
+        """Free the NEURON network (a later call rebuilds it)."""
+        if self._net is not None:
+            self._net.close()
+            self._net = None
+
+    def finalize(self, state, run_dir):
+        from ... import plots
+
+        acc, pred, y = self.score(state, "test")
+        self.close()
+        counts = np.zeros((self.n_classes, self.n_classes), np.int64)
+        ok = pred >= 0
+        np.add.at(counts, (y[ok], pred[ok]), 1)
+        plots.confusion_matrix(counts, run_dir / "plots" / "confusion_test.png",
+                               title=f"{self.ds.name} test split, stdp-dc (frozen)")
+        h, w = self.ds.shape[:2]
+        plots.weight_grid(np.asarray(state["weights"]).reshape(self.n_exc, h, w),
+                          run_dir / "plots" / "receptive_fields.png",
+                          title=f"stdp-dc input weights, {self.n_exc} excitatory neurons",
+                          labels=np.asarray(state["assignments"]))
+        plots.assignment_histogram(np.asarray(state["assignments"]), self.n_classes,
+                                   run_dir / "plots" / "assignments.png",
+                                   title=f"stdp-dc neuron labels ({self.n_exc} excitatory neurons)")
+        return {"test_score": acc, "test_size": int(len(y)), "val_size": int(len(self.ds.y_val)),
+                "train_size": int(len(self.ds.y_train)), "data_source": self.ds.source,
+                "n_exc": self.n_exc, "n_inputs": self.n_in, "confusion_test": counts.tolist(),
+                "labels_per_class": np.bincount(np.asarray(state["assignments"]) + 1,
+                                                minlength=self.n_classes + 1).tolist()}
