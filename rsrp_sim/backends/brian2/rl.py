@@ -70,7 +70,7 @@ INPUT_READ = "x = " + " + ".join(f"sel{c} * on{c}" for c in range(4))
 class _Sim:
     """A Brian2 network of ``chunk`` ConnSNN copies in closed loop with ``chunk`` CartPoles."""
 
-    def __init__(self, const: SNNConstants, chunk: int, max_steps: int, mode: str):
+    def __init__(self, const: SNNConstants, chunk: int, max_steps: int, mode: str = "trial"):
         self.c, self.chunk, self.max_steps, self.mode = const, chunk, max_steps, mode
         self.n = const.n_neurons
         self.env_dt = const.substeps * const.dt * b2.ms
@@ -84,7 +84,7 @@ class _Sim:
 class RuntimeSim(_Sim):
     """numpy / cython: gymnasium environments stepped by a ``network_operation``."""
 
-    def __init__(self, const, chunk, max_steps, mode, target):
+    def __init__(self, const, chunk, max_steps, target, mode="trial"):
         super().__init__(const, chunk, max_steps, mode)
         import gymnasium as gym
 
@@ -152,7 +152,7 @@ class RuntimeSim(_Sim):
 class StandaloneSim(_Sim):
     """cpp_standalone / cuda_standalone: CartPole as Brian2 equations; compiled once, run with run_args."""
 
-    def __init__(self, const, chunk, max_steps, mode, device, build_dir: str = "", compile: bool = True):
+    def __init__(self, const, chunk, max_steps, device, build_dir: str = "", compile: bool = True, mode="trial"):
         super().__init__(const, chunk, max_steps, mode)
         if build_dir:
             self.folder, self.directory = None, Path(build_dir)
@@ -222,10 +222,10 @@ class Brian2RSRPTrainer(Method):
         self.n_chunks = -(-cfg.pop_size // cfg.chunk_size)
         self.chunk = -(-cfg.pop_size // self.n_chunks)
         if cfg.device == "runtime":
-            self.sim = RuntimeSim(self.const, self.chunk, self.max_steps, cfg.release_mode, cfg.target)
+            self.sim = RuntimeSim(self.const, self.chunk, self.max_steps, cfg.target, mode=cfg.release_mode)
         else:
-            self.sim = StandaloneSim(self.const, self.chunk, self.max_steps, cfg.release_mode, cfg.device,
-                                     cfg.build_dir)
+            self.sim = StandaloneSim(self.const, self.chunk, self.max_steps, cfg.device, cfg.build_dir,
+                                     mode=cfg.release_mode)
         syn = self.sim.pop.synapses
         fixed = ("h",) if cfg.reservoir else ()
         self.learner = RSRPLearner(syn, lr=cfg.lr, optimizer=cfg.optimizer, shaping=cfg.shaping,
