@@ -77,7 +77,8 @@ def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
     out = []
     for label, runs in groups.items():
         finals = [r["rows"][-1].get(y_key) for r in runs if r["rows"]]
-        scores = [[x.get(y_key) for x in r["rows"] if x.get(y_key) is not None] for r in runs if r["rows"]]
+        scores = [[v for v in (x.get(y_key) for x in r["rows"]) if v is not None and np.isfinite(v)]
+                  for r in runs if r["rows"]]   # NaN: not evaluated at that iteration
         fm, fh = mean_ci(finals)
         bm, bh = mean_ci([max(s, default=None) for s in scores])
         am, ah = mean_ci([float(np.mean(s)) if s else None for s in scores])

@@ -71,6 +71,10 @@ def test_compare_groups_by_config_key(tmp_path):
     assert rows["shaping=raw"]["final_mean"] == pytest.approx(3.5) and rows["shaping=raw"]["seeds"] == 2
     # mean over iterations: seed 0 -> mean(1, 2, 3) = 2, seed 1 -> mean(1, 2, 4) = 7/3
     assert rows["shaping=raw"]["curve_mean"] == pytest.approx((2 + 7 / 3) / 2)
+    # iterations without an evaluation (NaN) are left out of best and curve mean
+    synthetic_run(tmp_path / "sparse", "cartpole", "rsrp", 0, [1, float("nan"), 5])
+    (row,) = table(group_runs([load_run(tmp_path / "sparse")]))
+    assert (row["best_mean"], row["curve_mean"], row["final_mean"]) == (5, 3, 5)
 
 
 def test_seed_parsing_and_override_round_trip():
