@@ -92,7 +92,7 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200):
     hi_x = min(c[0][-1] for c in curves)
     if hi_x <= lo_x:
         hi_x = max(c[0][-1] for c in curves)
-    grid = np.linspace(lo_x, hi_x, n_points)
+    grid = np.linspace(lo_x, hi_x, n_points) if hi_x > lo_x else np.array([lo_x])
     ys = np.stack([np.interp(grid, x, y) for x, y in curves])
     return grid, ys.mean(0), ys.std(0), ys.min(0), ys.max(0)
 
@@ -114,6 +114,10 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
             if not len(x):
                 continue
             c = colors[i % len(colors)]
+            if len(x) <= 3:  # evaluated only a few times (e.g. at the end): points with min..max bars
+                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o-", color=c, lw=2, ms=6, capsize=4,
+                            label=f"{label} (n={len(curves)})")
+                continue
             ax.plot(x, mean, color=c, lw=2, label=f"{label} (n={len(curves)})")
             if len(curves) > 1:
                 ax.fill_between(x, lo, hi, color=c, alpha=0.2)

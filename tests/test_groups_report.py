@@ -147,3 +147,12 @@ def test_ablation_bad_input(capsys, tmp_path, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "a").exists()
+
+
+def test_band_of_runs_evaluated_once_and_with_gaps():
+    from rsrp_sim.plots import band
+
+    x, mean, _, lo, hi = band([(np.array([4.0]), np.array([0.7])), (np.array([4.0]), np.array([0.8]))])
+    assert x.tolist() == [4.0] and mean == pytest.approx([0.75]) and (lo[0], hi[0]) == (0.7, 0.8)
+    x, mean, *_ = band([(np.array([1.0, 2.0, 3.0]), np.array([0.0, np.nan, 1.0]))])   # NaN: not evaluated
+    assert x.tolist() == [1.0, 3.0] and mean.tolist() == [0.0, 1.0]
