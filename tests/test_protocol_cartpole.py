@@ -114,18 +114,23 @@ def test_corrupt_checkpoint_is_reported(tmp_path, capsys):
 def test_ctrl_c_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+    # far more generations than can finish before the signal (tiny generations take milliseconds)
     cmd = [sys.executable, "-m", "rsrp_sim.protocols.cartpole", "--quiet", "--out", str(out), *TINY,
-           "generations=50"]
+           "generations=1000000"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(read_metrics(out / "metrics.csv")) < 2:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the run did not stop within 60 s of Ctrl-C")
     assert proc.returncode == 130, stderr
     assert "--resume" in stdout
     done = json.loads((out / "summary.json").read_text())
-    assert done["status"] == "interrupted" and 2 <= done["iterations_done"] < 50
+    assert done["status"] == "interrupted" and 2 <= done["iterations_done"] < 1000000
     rows = read_metrics(out / "metrics.csv")
     assert len(rows) == done["iterations_done"]
     rd, s = PROTOCOL.run(out=out, resume=True, overrides={"generations": done["iterations_done"] + 1},
