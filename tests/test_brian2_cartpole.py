@@ -109,14 +109,17 @@ def test_bad_device_and_env_are_one_line_errors(tmp_path, capsys):
     assert code == 2 and "CartPole-v1 only" in capsys.readouterr().err
 
 
-def test_spike_release_mode_collects_each_members_eligibility_across_chunks():
+@pytest.mark.parametrize("device", ["runtime", pytest.param("cpp_standalone", marks=[needs_cxx, pytest.mark.slow])])
+def test_spike_release_mode_collects_each_members_eligibility_across_chunks(device, tmp_path):
     """release_mode=spike: every sampled member's (elig, n_spk) reaches the update in its own row,
-    also when the population is simulated in several chunks, and the update moves p."""
+    also when the population is simulated in several chunks (standalone: several runs of one binary,
+    eligibilities reset through run_args), and the update moves p."""
     from rsrp_sim.backends.brian2.rl import Brian2RSRPTrainer
 
     cfg = PROTOCOL.build_config("rsrp", "brian2", "cpu", {
         "release_mode": "spike", "target": "numpy", "pop_size": 12, "eval_size": 2, "chunk_size": 5,
-        "model_overrides": {"n_neurons": 16}, "generations": 1})
+        "model_overrides": {"n_neurons": 16}, "generations": 1, "device": device,
+        "build_dir": str(tmp_path / "build") if device != "runtime" else ""})
     method = Brian2RSRPTrainer(cfg, seed=0)
     spikes, captured = [], {}
     run_chunk, end_trial = method.sim.run_chunk, method.learner.end_trial
@@ -132,7 +135,10 @@ def test_spike_release_mode_collects_each_members_eligibility_across_chunks():
 
     method.sim.run_chunk, method.learner.end_trial = chunk, end
     state = method.init_state()
-    new_state, _ = method.step(state)
+    try:
+        new_state, _ = method.step(state)
+    finally:
+        devices.activate("runtime", target="numpy")
     n = 16
     e_h, n_h = (a.reshape(10, n, n) for a in captured["h"])
     per_member = np.concatenate(spikes)                  # each sampled member's total spike count
