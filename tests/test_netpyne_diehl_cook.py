@@ -316,3 +316,23 @@ def test_stdp_dc_on_real_mnist_runs(h, tmp_path):
                    examples_per_iteration=20, label_window=20, eval_size=10, test_size=20)
     assert s["train_size"] == 10000 - 20 - 1000 and s["test_size"] == 20 and s["n_inputs"] == 784
     assert read_metrics(rd.metrics_path)[-1]["mean_spikes"] > 0 and 0 <= s["test_score"] <= 1
+
+
+@pytest.mark.neuron
+def test_one_network_per_process_whatever_its_kind(h):
+    """Building a Diehl & Cook network closes a live R-STDP network (and back): their NetCons never
+    share one simulation."""
+    from rsrp_sim.backends.netpyne.dc_network import DCNetwork
+    from rsrp_sim.backends.netpyne.network import RSTDPNetwork
+    from rsrp_sim.backends.netpyne.rstdp_cartpole import load_model
+
+    dc = DCNetwork(MODEL, n_in=64, n_exc=5, seed=0)
+    alone = h.List("NetCon").count()
+    rstdp = RSTDPNetwork(load_model("rstdp_cartpole", {}), seed=0)
+    assert not dc.alive and rstdp.alive
+    assert h.List("NetCon").count() != alone
+    dc = DCNetwork(MODEL, n_in=64, n_exc=5, seed=0)
+    assert not rstdp.alive and dc.alive
+    assert h.List("NetCon").count() == alone   # nothing of the R-STDP network is left
+    dc.close()
+    assert not dc.alive

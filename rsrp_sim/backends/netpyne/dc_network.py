@@ -24,11 +24,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import UserError
-from . import mechanisms
+from . import lifetime, mechanisms
 
 KIND_PLASTIC, KIND_INH, KIND_EXC = 0.0, 1.0, 2.0  # DCNeuron NetCon weight[1]
-
-_current: "DCNetwork | None" = None  # one network per process: building another closes the previous one
 
 
 def cell_params(model: dict[str, Any], which: str) -> dict[str, float]:
@@ -58,9 +56,7 @@ class DCNetwork:
         h.load_file("stdrun.hoc")
         if n_in < 1 or n_exc < 1:
             raise UserError(f"the network needs at least one input and one excitatory cell (n_in={n_in}, n_exc={n_exc})")
-        global _current
-        if _current is not None:
-            _current.close()
+        lifetime.close_current()
         self.h, self.model = h, model
         self.n_in, self.n_exc, self.seed = int(n_in), int(n_exc), int(seed)
         self._cvode = cvode = h.CVode()
@@ -118,21 +114,13 @@ class DCNetwork:
         self._small = h.Vector(max(self.n_exc, self.n_in))
         self.learning = True
         self._started = False
-        self.alive = True
-        _current = self
+        lifetime.claim(self)
 
     def close(self):
         """Free this network's NEURON objects and restore the event queue mode (another network may follow)."""
-        global _current
-        if not self.alive:
-            return
-        self.alive = False
-        for name in ("lateral", "ncs", "_relay_ncs", "_relay_ctl", "_w_ptr", "_d_ptr", "_theta_ptr", "_count_ptr",
-                     "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small"):
-            self.__dict__.pop(name, None)
-        self._cvode.queue_mode(self._queue_mode, 0)
-        if _current is self:
-            _current = None
+        if lifetime.release(self, ("lateral", "ncs", "_relay_ncs", "_relay_ctl", "_w_ptr", "_d_ptr", "_theta_ptr",
+                                   "_count_ptr", "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small")):
+            self._cvode.queue_mode(self._queue_mode, 0)
 
     @staticmethod
     def input_gain(model: dict[str, Any], n_in: int) -> float:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import UserError
-from . import mechanisms
+from . import lifetime, mechanisms
 
 RECEPTORS = {"AM": 0, "NM": 1, "GA": 2, "AM2": 3, "NM2": 4, "GA2": 5}  # DeflIF NetCon weight index
 STIM_POP = "stim"
@@ -31,8 +31,6 @@ STDP_DELAY = 1.0  # ms, the same for the pre and post spike NetCons feeding RLST
 class StopRun(Exception):
     """Raised by a controller to end the current simulation."""
 
-
-_current: "RSTDPNetwork | None" = None  # NetPyNE holds one network per process
 
 
 def conn_type(pre: str, post: str) -> str:
@@ -129,10 +127,7 @@ class RSTDPNetwork:
                 "preConds": {"pop": s["pre"]}, "postConds": {"pop": s["post"]}, "convergence": s["conv"],
                 "weight": s["weight"], "weightIndex": RECEPTORS[s["receptor"]], "delay": f"uniform({lo}, {hi})"}
 
-        global _current
-        if _current is not None:
-            _current.close()
-        elif hasattr(sim, "net"):
+        if not lifetime.close_current() and hasattr(sim, "net"):  # a NetPyNE network built elsewhere
             with _quiet():
                 sim.clearAll()
         with _quiet(stderr=True):
@@ -150,22 +145,14 @@ class RSTDPNetwork:
         self.tvec, self.idvec = h.Vector(), h.Vector()
         sim.pc.spike_record(-1, self.tvec, self.idvec)
         self._initialized = False
-        self.alive = True
-        _current = self
+        lifetime.claim(self)
 
     def close(self):
         """Release this network's NEURON objects and NetPyNE's network (building another one does this)."""
-        global _current
-        if not self.alive:
-            return
-        self.alive = False
-        for name in ("mechs", "_ncs", "_relays", "_relay_ncs", "_relay_ctl", "_stim_units", "_stim_ctl", "_w_ptr",
-                     "_r_ptr", "_vec", "_host", "cell_of", "tvec", "idvec"):
-            self.__dict__.pop(name, None)
-        with _quiet():
-            self.sim.clearAll()
-        if _current is self:
-            _current = None
+        if lifetime.release(self, ("mechs", "_ncs", "_relays", "_relay_ncs", "_relay_ctl", "_stim_units", "_stim_ctl",
+                                   "_w_ptr", "_r_ptr", "_vec", "_host", "cell_of", "tvec", "idvec")):
+            with _quiet():
+                self.sim.clearAll()
 
     # ------------------------------------------------------------------ plasticity
     def _wire_plasticity(self):
