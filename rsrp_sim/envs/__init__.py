@@ -94,5 +94,10 @@ def decode_action(xp, env, y):
         if env.n_actions == 2:
             return (y[..., 0] > 0).astype(xp.int32)  # push right when positive
         return xp.argmax(y, axis=-1).astype(xp.int32)
+    return scale_action(xp, env, y)
+
+
+def scale_action(xp, env, y):
+    """A continuous action in [-1, 1] (clipped) to the environment's box ``[action_low, action_high]``."""
     low, high = xp.asarray(env.action_low), xp.asarray(env.action_high)
     return low + (xp.clip(y, -1.0, 1.0) + 1.0) * 0.5 * (high - low)

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from ...envs import make as make_env
+from ...envs import scale_action
 from ...errors import UserError
 from ...method import Method
 from . import envloop
@@ -224,8 +225,7 @@ class PPOLSTM(Method):
     def _env_action(self, a):
         if not self.continuous:
             return a.astype(jnp.int32)
-        low, high = jnp.asarray(self.env.action_low), jnp.asarray(self.env.action_high)
-        return low + (a + 1.0) * 0.5 * (high - low)
+        return scale_action(jnp, self.env, a)  # a = tanh(u) is already in [-1, 1]
 
     def _sample(self, out, key):
         """Sampled action (stored form), its log-probability, and the environment action."""
