@@ -129,9 +129,6 @@ class NetSpec:
             c = ch
         return h * w * c
 
-    def layer_names(self) -> list[str]:
-        return [f"conv{i}" for i in range(len(self.channels))] + [f"dense{i}" for i in range(len(self.dense))]
-
     def fan_ins(self) -> dict[str, int]:
         out, c = {}, self.in_shape[2]
         for i, ch in enumerate(self.channels):
