@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -175,14 +176,6 @@ def main(argv=None):
         if args.cuda_codegen:
             report["cuda_codegen"] = cuda_codegen(args, root)
     print(write(report, args.out))
-
-
-def write(report, out):
-    text = json.dumps(report, indent=2)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-    return text
 
 
 def _installed(md, name):

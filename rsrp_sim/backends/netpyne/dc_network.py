@@ -92,8 +92,8 @@ class DCNetwork:
         w0, delays = initial_connectivity(model, self.n_exc, self.n_in, self.seed)
         # plastic NetCons, exc-major: index e * n_in + i (kind 0 = plastic is NEURON's default weight[1])
         self.ncs = [h.NetCon(u, cell) for cell in self.exc for u in self.inputs]
-        self._w_ptr = self._ptrvec([nc._ref_weight[0] for nc in self.ncs])
-        self._d_ptr = self._ptrvec([nc._ref_delay for nc in self.ncs])
+        self._w_ptr = mechanisms.ptr_vector([nc._ref_weight[0] for nc in self.ncs])
+        self._d_ptr = mechanisms.ptr_vector([nc._ref_delay for nc in self.ncs])
         self._vec = h.Vector(len(self.ncs))
         self._scatter(self._d_ptr, delays)
         self.initial_weights = w0
@@ -108,9 +108,9 @@ class DCNetwork:
                     nc = h.NetCon(src, dst, 0, lat, float(w["inh_to_exc"]))
                     nc.weight[1] = KIND_INH
                     self.lateral.append(nc)
-        self._theta_ptr = self._ptrvec([c._ref_theta for c in self.exc])
-        self._count_ptr = self._ptrvec([c._ref_nspikes for c in self.exc])
-        self._hz_ptr = self._ptrvec([u._ref_hz for u in self.inputs])
+        self._theta_ptr = mechanisms.ptr_vector([c._ref_theta for c in self.exc])
+        self._count_ptr = mechanisms.ptr_vector([c._ref_nspikes for c in self.exc])
+        self._hz_ptr = mechanisms.ptr_vector([u._ref_hz for u in self.inputs])
         self._small = h.Vector(max(self.n_exc, self.n_in))
         self.learning = True
         self._started = False
@@ -135,12 +135,6 @@ class DCNetwork:
         return float(w["norm_total"]) * n_in / float(w["norm_reference_inputs"])
 
     # ------------------------------------------------------------------ vectorised access
-    def _ptrvec(self, refs):
-        pv = self.h.PtrVector(len(refs))
-        for i, r in enumerate(refs):
-            pv.pset(i, r)
-        return pv
-
     def _gather(self, pv, vec=None) -> np.ndarray:
         vec = self._vec if vec is None else vec
         vec.resize(int(pv.size()))

@@ -176,3 +176,14 @@ def mechanism_names(directory: Path | None = None) -> list[str]:
             if len(words) >= 2 and words[0] in ("ARTIFICIAL_CELL", "POINT_PROCESS", "SUFFIX"):
                 out.append(words[1])
     return out
+
+
+def ptr_vector(refs):
+    """An ``h.PtrVector`` over NEURON references (``nc._ref_weight[0]``, ``cell._ref_theta`` ...), for
+    reading and writing many values as one array (``gather`` / ``scatter``)."""
+    from neuron import h
+
+    pv = h.PtrVector(len(refs))
+    for i, r in enumerate(refs):
+        pv.pset(i, r)
+    return pv

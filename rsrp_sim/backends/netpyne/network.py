@@ -196,8 +196,8 @@ class RSTDPNetwork:
         # dense indices of the cells that send / receive plastic synapses
         self.pre_cells, self.pre_idx = np.unique(self.pre_gid, return_inverse=True)
         self.post_cells, self.post_idx = np.unique(self.post_gid, return_inverse=True)
-        self._w_ptr = self._ptrvec([nc._ref_weight[idx] for nc, _, _ in self._ncs])
-        self._r_ptr = self._ptrvec([m._ref_rpending for m in self.mechs])
+        self._w_ptr = mechanisms.ptr_vector([nc._ref_weight[idx] for nc, _, _ in self._ncs])
+        self._r_ptr = mechanisms.ptr_vector([m._ref_rpending for m in self.mechs])
         self._vec = h.Vector(self.n_plastic)
         # reward delivery: one event into a Relay fans out to every synapse (kind 1: reward; 2: reward + reset)
         self._relays, self._relay_ncs, self._relay_ctl = [], [], []
@@ -210,12 +210,6 @@ class RSTDPNetwork:
                 self._relay_ncs.append(nc)
             self._relays.append(relay)
             self._relay_ctl.append(h.NetCon(None, relay))
-
-    def _ptrvec(self, refs):
-        pv = self.h.PtrVector(len(refs))
-        for i, r in enumerate(refs):
-            pv.pset(i, r)
-        return pv
 
     def _gather(self, pv) -> np.ndarray:
         pv.gather(self._vec)
