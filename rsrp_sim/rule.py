@@ -160,17 +160,22 @@ def spike_eligibility(releases, p):
     return xp.sum(r - p), r.shape[0]
 
 
-def spike_gradient(shaped, eligibility, counts):
-    """Spike-mode estimate ``mean_k shaped_k * e_k / max(n_k, 1)``.
+def spike_gradient_sum(shaped, eligibility, counts):
+    """Un-normalised spike-mode estimate ``sum_k shaped_k * e_k / max(n_k, 1)`` (for chunks).
 
     ``eligibility``, ``counts``: (N, *p.shape) per trial ``e = sum(r - p)`` and spike count ``n``.
     """
     xp = _xp(shaped, eligibility, counts)
     shaped = xp.asarray(shaped, dtype=xp.float32)
     n = shaped.shape[0]
-    ratio = eligibility / xp.maximum(counts, 1)
-    flat = xp.reshape(ratio, (n, -1)).astype(xp.float32)
-    return xp.reshape(shaped @ flat / n, xp.shape(eligibility)[1:])
+    ratio = xp.asarray(eligibility, dtype=xp.float32) / xp.maximum(xp.asarray(counts, dtype=xp.float32), 1)
+    flat = xp.reshape(ratio, (n, -1))
+    return xp.reshape(shaped @ flat, xp.shape(eligibility)[1:])
+
+
+def spike_gradient(shaped, eligibility, counts):
+    """Spike-mode estimate ``mean_k shaped_k * e_k / max(n_k, 1)`` (see :func:`spike_gradient_sum`)."""
+    return spike_gradient_sum(shaped, eligibility, counts) / len(shaped)
 
 
 def exact_natural_gradient(reward_fn, p):

@@ -13,7 +13,9 @@ Ranking scope: ``chunks=k`` ranks each of k equal consecutive chunks separately.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -98,3 +100,29 @@ def shape(f, transform: str = "centered_rank", state: dict | None = None, *, tie
     if xp is np:
         new = {k: float(v) for k, v in new.items()}
     return shaped, new
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """A configured reward transform: ``Transform("centered_rank", unit_variance=True)(f, state)``.
+
+    Calling it is :func:`shape` with these settings; it returns ``(shaped, new_state)`` with the
+    state's values as ``numpy.float64`` (checkpointable).
+    """
+
+    name: str = "centered_rank"
+    ties: str = "average"
+    unit_variance: bool = False
+    chunks: int = 1
+    ema: Optional[float] = None
+
+    def __post_init__(self):
+        if self.name not in TRANSFORMS:
+            raise ValueError(f"unknown reward transform {self.name!r}; allowed: {', '.join(TRANSFORMS)}")
+        if self.ties not in TIES:
+            raise ValueError(f"unknown ties {self.ties!r}; allowed: {', '.join(TIES)}")
+
+    def __call__(self, f, state: dict | None = None):
+        shaped, new = shape(f, self.name, state, ties=self.ties, unit_variance=self.unit_variance,
+                            chunks=self.chunks, ema=self.ema)
+        return shaped, {k: np.float64(v) for k, v in new.items()}
