@@ -118,7 +118,7 @@ def run_brian2(args, device, p, norm, build_root):
 def cuda_codegen(args, build_root):
     """Generate (not compile) the cuda_standalone project: seconds and file count."""
     from rsrp_sim.backends.brian2.rl import StandaloneSim
-    from rsrp_sim.models import SNNConstants
+    from rsrp_sim.core.models import SNNConstants
 
     const = SNNConstants.from_model("conn_snn", 4, 1, {"n_neurons": args.neurons})
     d = Path(build_root) / "cuda_codegen"

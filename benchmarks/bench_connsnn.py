@@ -30,7 +30,7 @@ def case_network(pop: int, n: int, impl: str, reps: int) -> dict:
     import jax
 
     from rsrp_sim.backends.jax.snn import SNN
-    from rsrp_sim.models import SNNConstants
+    from rsrp_sim.core.models import SNNConstants
 
     c = SNNConstants.from_model("conn_snn", 4, 1, {"n_neurons": n})
     snn = SNN(c, impl)

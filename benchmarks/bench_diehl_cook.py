@@ -26,7 +26,7 @@ def mnist_like(data_dir, n):
     import numpy as np
 
     from rsrp_sim import data
-    from rsrp_sim.errors import UserError
+    from rsrp_sim.infra.errors import UserError
 
     for d in ([data_dir] if data_dir else []) + [None, Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"]:
         try:
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     mechanisms.load()
     t_mech = time.perf_counter() - t0
 
-    from rsrp_sim import models
+    from rsrp_sim.core import models
     from rsrp_sim.backends.netpyne.dc_network import DCNetwork
 
     model = models.load("diehl_cook")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import UserError
+from .infra.errors import UserError
 
 USAGE = __doc__
 
@@ -42,11 +42,11 @@ def main(argv=None) -> int:
 
             return get(rest[0]).main(rest[1:])
         if cmd == "compare":
-            from .compare import main as compare_main
+            from .analysis.compare import main as compare_main
 
             return compare_main(rest)
         if cmd == "report":
-            from .report import main as report_main
+            from .analysis.report import main as report_main
 
             return report_main(rest)
         raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report")

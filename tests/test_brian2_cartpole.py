@@ -180,7 +180,7 @@ def test_cpp_standalone_learns_without_recompiling(tmp_path):
 def test_cuda_standalone_code_generation_without_gpu(tmp_path):
     pytest.importorskip("brian2cuda")
     from rsrp_sim.backends.brian2.rl import StandaloneSim
-    from rsrp_sim.models import SNNConstants
+    from rsrp_sim.core.models import SNNConstants
 
     const = SNNConstants.from_model("conn_snn", 4, 1, {"n_neurons": 16})
     try:

@@ -11,7 +11,7 @@ import jax.numpy as jnp  # noqa: E402
 from rsrp_sim.backends.brian2 import devices  # noqa: E402
 from rsrp_sim.backends.brian2.conn_snn import ConnSNNPopulation, input_values  # noqa: E402
 from rsrp_sim.backends.jax.snn import SNN  # noqa: E402
-from rsrp_sim.models import SNNConstants  # noqa: E402
+from rsrp_sim.core.models import SNNConstants  # noqa: E402
 
 pytestmark = pytest.mark.brian2
 b2 = devices.import_brian2()

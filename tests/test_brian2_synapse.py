@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("brian2")
 from rsrp_sim.backends.brian2 import RSRPLearner, RSRPSynapses, devices  # noqa: E402
-from rsrp_sim.errors import UserError  # noqa: E402
+from rsrp_sim.infra.errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.brian2
 b2 = devices.import_brian2()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import rsrp_sim
-from rsrp_sim import rule
-from rsrp_sim.config import parse_overrides
-from rsrp_sim.errors import UserError
+from rsrp_sim.core import rule
+from rsrp_sim.infra.config import parse_overrides
+from rsrp_sim.infra.errors import UserError
 from rsrp_sim.protocols import get
-from rsrp_sim.records import read_metrics
+from rsrp_sim.infra.records import read_metrics
 
 
 def shared_mnist() -> Path | None:
@@ -80,7 +80,7 @@ def test_rsrp_records_resume_and_chunks(tmp_path):
         for k in ("train_score", "p_mean", "train_acc"):
             assert a[k] == pytest.approx(b[k], rel=1e-6)
     assert s2["test_score"] == pytest.approx(s["test_score"])
-    from rsrp_sim.compare import main as compare
+    from rsrp_sim.analysis.compare import main as compare
 
     assert compare([str(rd.path), str(rd2.path), "--out", str(tmp_path / "cmp.png")]) == 0
     assert (tmp_path / "cmp.png").is_file()

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrp_sim import rewards
+from rsrp_sim.core import rewards
 from rsrp_sim.backends.jax.classifiers import (NetSpec, ei_signs, forward, init_real_weights, parse_layer,
                                                population_logits)
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 
 X = np.array([[1.0, 2.0, 3.0]], np.float32)  # one example, fan_in 3
 

@@ -12,7 +12,7 @@ import pytest
 import rsrp_sim
 from rsrp_sim import data
 from rsrp_sim.data import cifar10, download, idx
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 
 MNIST_FILES = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}

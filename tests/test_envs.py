@@ -7,7 +7,7 @@ import pytest
 
 from rsrp_sim import envs
 from rsrp_sim.envs import cartpole
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 
 
 def gym_rollout(init, policy, max_steps=600):

@@ -8,13 +8,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from rsrp_sim import report
-from rsrp_sim.compare import expand, group_runs, load_run, mean_ci, table
+from rsrp_sim.analysis import report
+from rsrp_sim.analysis.compare import expand, group_runs, load_run, mean_ci, table
 from rsrp_sim.protocols import ablations
 from rsrp_sim.protocols.cartpole import PROTOCOL
 from rsrp_sim.protocols.groups import overrides_to_args, parse_seeds
-from rsrp_sim.config import parse_overrides
-from rsrp_sim.records import RunDir
+from rsrp_sim.infra.config import parse_overrides
+from rsrp_sim.infra.records import RunDir
 
 TINY = ["pop_size=34", "eval_size=2", "chunk_size=32", "model.n_neurons=32", "generations=2"]
 
@@ -79,7 +79,7 @@ def test_compare_groups_by_config_key(tmp_path):
 
 def test_seed_parsing_and_override_round_trip():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("3-5") == [3, 4, 5] and parse_seeds("0-1,7") == [0, 1, 7]
-    from rsrp_sim.errors import UserError
+    from rsrp_sim.infra.errors import UserError
 
     for bad in ("a,b", "1,1", ""):
         with pytest.raises(UserError, match="--seeds"):
@@ -150,7 +150,7 @@ def test_ablation_bad_input(capsys, tmp_path, args, message):
 
 
 def test_band_of_runs_evaluated_once_and_with_gaps():
-    from rsrp_sim.plots import band
+    from rsrp_sim.analysis.plots import band
 
     x, mean, _, lo, hi = band([(np.array([4.0]), np.array([0.7])), (np.array([4.0]), np.array([0.8]))])
     assert x.tolist() == [4.0] and mean == pytest.approx([0.75]) and (lo[0], hi[0]) == (0.7, 0.8)

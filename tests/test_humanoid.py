@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 
 brax = pytest.importorskip("brax", reason="Brax is not installed (the rl extra)")
 

@@ -2,7 +2,7 @@
 import pytest
 
 from rsrp_sim.protocols.cartpole import PROTOCOL
-from rsrp_sim.records import read_metrics
+from rsrp_sim.infra.records import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import rsrp_sim
-from rsrp_sim import models
+from rsrp_sim.core import models
 from rsrp_sim.backends.netpyne.dc_readout import assign_labels, class_means, predict
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 from rsrp_sim.protocols import get
-from rsrp_sim.records import read_metrics
+from rsrp_sim.infra.records import read_metrics
 
 MODEL = models.load("diehl_cook")
 

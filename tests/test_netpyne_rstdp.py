@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from rsrp_sim import models
+from rsrp_sim.core import models
 from rsrp_sim.backends.netpyne import rstdp_io
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 
 MODEL = models.load("rstdp_cartpole")
 
@@ -413,7 +413,7 @@ def test_rstdp_config_errors_are_one_line():
 @neuron_mark
 def test_resume_continues_exactly(nrn, tmp_path):
     from rsrp_sim.protocols.cartpole import PROTOCOL
-    from rsrp_sim.records import read_metrics
+    from rsrp_sim.infra.records import read_metrics
 
     over = {"episodes": 4, "episodes_per_iteration": 2, "eval_episodes": 1}
     _, full = PROTOCOL.run("rstdp", "netpyne", "cpu", seed=5, out=tmp_path / "a", overrides=over, progress=False)
@@ -431,8 +431,8 @@ def test_resume_continues_exactly(nrn, tmp_path):
     for f in ("learning_curve.png", "raster.png", "weights.png"):
         assert (tmp_path / "a" / "plots" / f).stat().st_size > 1000
     # `rsrp-sim compare` overlays it with a JAX method's run (same metrics columns)
-    from rsrp_sim import compare
-    from rsrp_sim.records import RunDir
+    from rsrp_sim.analysis import compare
+    from rsrp_sim.infra.records import RunDir
 
     jax_run = RunDir.create(tmp_path / "jax", {"protocol": "cartpole", "method": "rsrp", "backend": "jax",
                                                "preset": "cpu", "seed": 0, "config": {"env": "CartPole-v1"}})
@@ -450,7 +450,7 @@ def test_resume_continues_exactly(nrn, tmp_path):
 def test_cpu_preset_learns(nrn, tmp_path):
     """The cpu preset's last 50 training episodes average at least twice an untrained network's ~23 steps."""
     from rsrp_sim.protocols.cartpole import PROTOCOL
-    from rsrp_sim.records import read_metrics
+    from rsrp_sim.infra.records import read_metrics
 
     _, s = PROTOCOL.run("rstdp", "netpyne", "cpu", seed=0, out=tmp_path / "run", progress=False)
     rows = read_metrics(tmp_path / "run" / "metrics.csv")

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from rsrp_sim import rule
+from rsrp_sim.core import rule
 from rsrp_sim.backends.jax.rl import ESConfig, ESTrainer, RSRPConfig, RSRPTrainer
 
 TINY = dict(pop_size=34, eval_size=2, chunk_size=32, generations=2, model_overrides={"n_neurons": 32})

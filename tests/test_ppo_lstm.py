@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrp_sim import config as configlib
+from rsrp_sim.infra import config as configlib
 from rsrp_sim.backends.jax import ppo
-from rsrp_sim.errors import UserError
+from rsrp_sim.infra.errors import UserError
 from rsrp_sim.protocols.cartpole import PROTOCOL
 
 

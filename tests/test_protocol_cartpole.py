@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rsrp_sim.protocols.cartpole import PROTOCOL
-from rsrp_sim.records import read_metrics
+from rsrp_sim.infra.records import read_metrics
 
 TINY = ["pop_size=34", "eval_size=2", "chunk_size=32", "model.n_neurons=32"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +178,6 @@ def test_console_script_and_module_list_protocols():
 
 
 def _ov(*items):
-    from rsrp_sim.config import parse_overrides
+    from rsrp_sim.infra.config import parse_overrides
 
     return parse_overrides(TINY + list(items))

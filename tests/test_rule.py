@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrp_sim import rule, shaping
+from rsrp_sim.core import rule, shaping
 
 
 def quadratic_reward(z):

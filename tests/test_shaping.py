@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rsrp_sim import shaping
+from rsrp_sim.core import shaping
 
 
 def test_centered_rank_distinct_values():

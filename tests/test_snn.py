@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from rsrp_sim.backends.jax.snn import SNN, pack_bits
-from rsrp_sim.errors import UserError
-from rsrp_sim.models import SNNConstants, load
+from rsrp_sim.infra.errors import UserError
+from rsrp_sim.core.models import SNNConstants, load
 
 
 def test_derived_constants_match_the_published_values():

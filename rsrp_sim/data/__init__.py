@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..errors import UserError, unknown
+from ..infra.errors import UserError, unknown
 
 DATASETS = ("mnist", "digits", "cifar10")
 ENV_VAR = "RSRP_SIM_DATA"

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import candidates, info
 from .download import fetch
-from ..errors import UserError
+from ..infra.errors import UserError
 
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 TEST = "test_batch"

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import UserError
+from ..infra.errors import UserError
 
 TIMEOUT_S = 30
 

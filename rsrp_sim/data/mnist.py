@@ -12,7 +12,7 @@ from pathlib import Path
 from . import candidates, info
 from .download import fetch
 from .idx import find, read_pair
-from ..errors import UserError
+from ..infra.errors import UserError
 
 
 def _locate(root: Path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError, unknown
+from ..infra.errors import UserError, unknown
 from .cartpole import CartPole
 
 NATIVE = {"CartPole-v1": CartPole}

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import UserError, unknown
+from ..infra.errors import UserError, unknown
 
 PIPELINES = ("spring", "positional", "generalized", "mjx")
 DEFAULT_PIPELINE = "spring"

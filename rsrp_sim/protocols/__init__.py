@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import unknown
+from ..infra.errors import unknown
 
 #: protocol name -> module defining ``PROTOCOL``
 PROTOCOLS = {

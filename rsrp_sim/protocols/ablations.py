@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import sys
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .. import config as configlib
-from ..errors import UserError, unknown
-from ..records import atomic_write_bytes
+from ..infra import assets
+from ..infra import config as configlib
+from ..infra.errors import UserError, unknown
+from ..infra.records import atomic_write_bytes
 from . import get
 from .base import EXIT_INTERRUPTED, EXIT_USAGE, _Parser
 from .groups import parse_seeds, run_group, write_group_outputs
@@ -29,7 +29,7 @@ META = "ablation.yaml"
 
 
 def catalogue() -> dict:
-    return yaml.safe_load(resources.files(__package__).joinpath("ablations.yaml").read_text())
+    return yaml.safe_load(assets.read_text("protocols", "ablations.yaml"))
 
 
 def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrides=None, jobs=1, values=None,
@@ -84,7 +84,7 @@ def _slug(v) -> str:
 
 
 def main(argv=None) -> int:
-    from ..compare import format_table
+    from ..analysis.compare import format_table
 
     p = _Parser(prog="python -m rsrp_sim.protocols.ablations", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,15 +20,16 @@ import math
 import platform
 import sys
 import time
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .. import config as configlib
-from ..errors import UserError, unknown
-from ..records import RunDir
+from ..infra import assets
+from ..infra import config as configlib
+from ..infra.errors import UserError, unknown
+from ..infra.records import RunDir
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -83,9 +84,7 @@ class Protocol:
     # ------------------------------------------------------------------ presets & config
     def spec(self) -> dict[str, Any]:
         """The protocol's YAML (presets, thresholds)."""
-        pkg = self.module.rsplit(".", 1)[0]
-        text = resources.files(pkg).joinpath(f"{self.name}.yaml").read_text()
-        return yaml.safe_load(text)
+        return yaml.safe_load(assets.read_text("protocols", f"{self.name}.yaml"))
 
     @property
     def presets(self) -> dict[str, Any]:
@@ -159,7 +158,7 @@ class Protocol:
             cfg = configlib.build(cls.Config, ("config.yaml", saved["config"]), ("override", overrides))
             if overrides:
                 rd.config["config"] = configlib.to_dict(cfg)
-                from ..records import CONFIG, atomic_write_bytes
+                from ..infra.records import CONFIG, atomic_write_bytes
 
                 atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode())
         else:
@@ -181,7 +180,7 @@ class Protocol:
     def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
         from tqdm.auto import tqdm
 
-        from .. import plots
+        from ..analysis import plots
 
         state = m.init_state()
         start, wall = 0, 0.0
@@ -310,7 +309,7 @@ class Protocol:
 
 
     def _main_group(self, args, overrides) -> int:
-        from ..compare import format_table
+        from ..analysis.compare import format_table
         from .groups import parse_seeds, run_group
 
         group, summaries, table = run_group(self, args.method, args.backend, args.preset,

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
-from ..records import CONFIG, SUMMARY, atomic_write_bytes
+from ..infra.errors import UserError
+from ..infra.records import CONFIG, SUMMARY, atomic_write_bytes
 
 GROUP = "group.yaml"
 
@@ -169,8 +169,8 @@ def write_group_outputs(group: Path, protocol, by: str | None = None):
     """``plots/compare.png`` and ``table.csv`` for the run folders under ``group``."""
     import csv
 
-    from .. import plots
-    from ..compare import expand, group_runs, load_run, table
+    from ..analysis import plots
+    from ..analysis.compare import expand, group_runs, load_run, table
 
     runs = [load_run(p) for p in expand([group])]
     groups = group_runs(runs, by=by)

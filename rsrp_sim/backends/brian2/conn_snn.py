@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models import SNNConstants
+from ...core.models import SNNConstants
 from .devices import import_brian2
 from .synapse import RSRPSynapses
 

@@ -27,8 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ...cache import cache_dir as shared_cache_dir
-from ...errors import UserError, unknown
+from ...infra.cache import cache_dir as shared_cache_dir
+from ...infra.errors import UserError, unknown
 
 DEVICES = ("runtime", "cpp_standalone", "cuda_standalone")
 TARGETS = ("cython", "numpy")

@@ -32,12 +32,12 @@ from typing import Literal
 
 import numpy as np
 
-from ... import rule
+from ...core import rule
 from ...envs import cartpole as cp
-from ...errors import UserError
-from ...method import Method
-from ...models import SNNConstants
-from ...rl_population import RSRPConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
+from ...infra.errors import UserError
+from ...engine.method import Method
+from ...core.models import SNNConstants
+from ...engine.rl import RSRPConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
 from . import devices
 from .cartpole import CartPoleGroup, draw_resets
 from .conn_snn import ConnSNNPopulation, input_values

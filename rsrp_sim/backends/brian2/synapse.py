@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ... import rule
-from ... import shaping as shaping_lib
-from ...errors import UserError, unknown
+from ...core import rule
+from ...core import shaping as shaping_lib
+from ...infra.errors import UserError, unknown
 from .devices import import_brian2
 
 b2 = import_brian2()

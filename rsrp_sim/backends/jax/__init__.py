@@ -12,7 +12,7 @@ import jax
 def _enable_compilation_cache():
     if os.environ.get("RSRP_SIM_JAX_CACHE", "1") == "0" or jax.config.jax_compilation_cache_dir:
         return
-    from ...cache import cache_dir
+    from ...infra.cache import cache_dir
 
     try:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir("jax")))

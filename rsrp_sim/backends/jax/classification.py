@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ... import data as datalib
-from ... import rewards, rule, shaping
-from ...errors import UserError
-from ...method import Method
+from ...core import rewards, rule, shaping
+from ...infra.errors import UserError
+from ...engine.method import Method
 from .classifiers import NetSpec, forward, init_real_weights, population_logits
 
 
@@ -179,7 +179,7 @@ class _Classifier(Method):
         return it % self.config.eval_every == 0 or it == self.iterations
 
     def finalize(self, state, run_dir):
-        from ... import plots
+        from ...analysis import plots
 
         weights = self._eval_weights(state)
         acc, pred = self.predict(weights, self.ds.x_test, self.ds.y_test)
@@ -313,7 +313,7 @@ class RSRPClassifier(_Classifier):
                 "density_eval": float((flat > 0.5).mean())}
 
     def finalize(self, state, run_dir):
-        from ... import plots
+        from ...analysis import plots
 
         out = super().finalize(state, run_dir)
         p = {k: np.asarray(v) for k, v in state["params"].items()}

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...errors import UserError, unknown
-from ...models import available, load
+from ...infra.errors import UserError, unknown
+from ...core.models import available, load
 
 LAYER_KINDS = ("signed", "binary", "signed_input", "ei")
 EI_PRESETS = ("none", "1:1", "1:1_input", "3:1", "2:1", "01")

@@ -34,8 +34,8 @@ import optax
 
 from ...envs import make as make_env
 from ...envs import scale_action
-from ...errors import UserError
-from ...method import Method
+from ...infra.errors import UserError
+from ...engine.method import Method
 from . import envloop
 
 LOG_STD_FLOOR = 1e-3  # std = softplus(param) + floor (the published policy's parameterisation)

@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ... import rule, shaping
+from ...core import rule, shaping
 from ...envs import make as make_env, output_dim
-from ...errors import UserError
-from ...method import Method
-from ...models import SNNConstants
-from ...rl_population import RLPopulationConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
-from ...rl_population import RSRPConfig as RSRPConfigBase
+from ...infra.errors import UserError
+from ...engine.method import Method
+from ...core.models import SNNConstants
+from ...engine.rl import RLPopulationConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
+from ...engine.rl import RSRPConfig as RSRPConfigBase
 from .population import Rollout
 from .sharding import shard_members
 from .snn import SNN

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...models import SNNConstants
+from ...core.models import SNNConstants
 
 SPIKE_IMPLS = ("bitpack", "dense")
 

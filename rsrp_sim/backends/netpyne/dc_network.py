@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UserError
+from ...infra.errors import UserError
 from . import lifetime, mechanisms
 
 KIND_PLASTIC, KIND_INH, KIND_EXC = 0.0, 1.0, 2.0  # DCNeuron NetCon weight[1]

@@ -31,9 +31,9 @@ from typing import Literal
 import numpy as np
 
 from ... import data as datalib
-from ... import models
-from ...errors import UserError
-from ...method import Method
+from ...core import models
+from ...infra.errors import UserError
+from ...engine.method import Method
 from .dc_readout import assign_labels, predict
 
 if importlib.util.find_spec("neuron") is None:  # fail at selection time (the protocol prints an install hint)
@@ -199,7 +199,7 @@ class DiehlCook(Method):
             self._net = None
 
     def finalize(self, state, run_dir):
-        from ... import plots
+        from ...analysis import plots
 
         acc, pred, y = self.score(state, "test")
         self.close()

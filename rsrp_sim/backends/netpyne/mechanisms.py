@@ -21,10 +21,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
-from ...errors import UserError
+from ...infra import assets
+from ...infra.errors import UserError
 
 CACHE_ENV = "RSRP_SIM_CACHE"
 INSTALL_HINT = ("install NEURON with pip install -c constraints.txt -e '.[neuron]' and a C++ compiler "
@@ -35,7 +36,7 @@ _loaded: dict[str, Path] = {}  # content hash -> library loaded in this process
 
 def mod_dir() -> Path:
     """The package's folder of ``.mod`` files."""
-    return Path(str(resources.files(__package__).joinpath("mod")))
+    return assets.folder("mod")
 
 
 def mod_files(directory: Path | None = None) -> list[Path]:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import UserError
+from ...infra.errors import UserError
 from . import lifetime, mechanisms
 
 RECEPTORS = {"AM": 0, "NM": 1, "GA": 2, "AM2": 3, "NM2": 4, "GA2": 5}  # DeflIF NetCon weight index

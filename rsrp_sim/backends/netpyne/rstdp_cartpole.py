@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UserError
-from ...method import Method
-from ... import models
+from ...infra.errors import UserError
+from ...engine.method import Method
+from ...core import models
 from .rstdp_io import UNDECIDED, Critic, Encoder, decide
 
 RECENT = 64  # training episode lengths kept in the state (>= 50)
@@ -317,7 +317,7 @@ class RSTDPCartPole(Method):
 
     # ------------------------------------------------------------------ end of run
     def finalize(self, state, run_dir) -> dict[str, Any]:
-        from ... import plots
+        from ...analysis import plots
 
         plots_dir = run_dir / "plots"
         init = self.init_state()["weights"]

@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..infra.errors import UserError
-from . import rule
-from . import shaping as shaping_lib
+from ..core import rule
+from ..core import shaping as shaping_lib
 
 __all__ = ["Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
            "Strategy", "RSRP", "RSRPState", "ES", "ESState", "generation", "p_metrics", "pytree_dataclass"]

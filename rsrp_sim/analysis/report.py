@@ -17,7 +17,7 @@ import yaml
 
 from . import plots
 from .compare import expand, group_runs, load_run, table
-from .errors import UserError
+from ..infra.errors import UserError
 
 SECTION_TITLES = {
     "cartpole": "CartPole-v1: return of the deterministic network",
@@ -29,7 +29,7 @@ SECTION_TITLES = {
 
 
 def _protocol(name):
-    from .protocols import get
+    from ..protocols import get
 
     try:
         return get(name)

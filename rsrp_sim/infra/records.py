@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from .errors import UserError
-from .method import STANDARD_FIELDS
+from ..engine.method import STANDARD_FIELDS
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"

@@ -12,8 +12,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from . import rule
-from .errors import UserError
+from ..core import rule
+from ..infra.errors import UserError
 
 OBS_NORMS = ("running", "ema_var", "none")
 
@@ -128,7 +128,7 @@ def p_metrics(p: dict) -> dict:
 
 def p_finalize(p: dict, run_dir) -> dict:
     """End-of-run p histogram (``plots/p_histogram.png``) and summary extras."""
-    from . import plots
+    from ..analysis import plots
 
     p = {k: np.asarray(v) for k, v in p.items()}
     plots.p_histogram(p, run_dir / "plots" / "p_histogram.png")

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import UserError
-from .records import CONFIG, METRICS, read_metrics
+from ..infra.errors import UserError
+from ..infra.records import CONFIG, METRICS, read_metrics
 
 
 def expand(paths) -> list[Path]:
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     protos = {r["config"]["protocol"] for r in runs}
     threshold = None
     if len(protos) == 1:
-        from .protocols import get
+        from ..protocols import get
 
         try:
             proto = get(next(iter(protos)))

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from importlib import resources
 from typing import Any
 
 import yaml
 
-from ..config import coerce
-from ..errors import UserError, unknown
+from ..infra import assets
+from ..infra.config import coerce
+from ..infra.errors import UserError, unknown
 
 
 def available() -> list[str]:
     """Names of the bundled model files."""
-    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.stem for p in assets.folder("models").glob("*.yaml"))
 
 
 def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     if name not in available():
         raise unknown("model", name, available())
-    data = yaml.safe_load(resources.files(__name__).joinpath(f"{name}.yaml").read_text())
+    data = yaml.safe_load(assets.read_text("models", f"{name}.yaml"))
     for key, value in (overrides or {}).items():
         node, parts = data, key.split(".")
         for depth, part in enumerate(parts):
