@@ -288,8 +288,8 @@ def test_stdp_dc_errors(tmp_path):
         proto.build_config("stdp-dc", "netpyne", "cpu", {"dataset": "cifar10"})
     with pytest.raises(UserError, match="label_window"):
         proto.build_config("stdp-dc", "netpyne", "cpu", {"label_window": 0})
-    with pytest.raises(UserError, match="eval_size"):
-        proto.build_config("stdp-dc", "netpyne", "cpu", {"eval_size": 0})
+    with pytest.raises(UserError, match="eval_examples"):
+        proto.build_config("stdp-dc", "netpyne", "cpu", {"eval_examples": 0})
     with pytest.raises(UserError, match="back-end for method stdp-dc"):
         proto.build_config("stdp-dc", "jax", "cpu", {})
     with pytest.raises(UserError, match="key of model diehl_cook"):
@@ -313,7 +313,7 @@ def test_stdp_dc_learns_digits(h, tmp_path):
 def test_stdp_dc_on_real_mnist_runs(h, tmp_path):
     """A few real MNIST presentations through the protocol (784 inputs, deterministic split)."""
     rd, s = run_dc("mnist", tmp_path / "mn", data_dir=str(shared_mnist()), n_exc=20, examples=20,
-                   examples_per_iteration=20, label_window=20, eval_size=10, test_size=20)
+                   examples_per_iteration=20, label_window=20, eval_examples=10, test_size=20)
     assert s["train_size"] == 10000 - 20 - 1000 and s["test_size"] == 20 and s["n_inputs"] == 784
     assert read_metrics(rd.metrics_path)[-1]["mean_spikes"] > 0 and 0 <= s["test_score"] <= 1
 

@@ -268,3 +268,17 @@ def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+#: the figures a method may ask for (:class:`rsrp_sim.engine.method.Figure` kinds)
+FIGURES = {f.__name__: f for f in (p_histogram, confusion_matrix, raster, weight_histogram, weight_grid,
+                                    assignment_histogram)}
+
+
+def draw(figure, folder) -> Path:
+    """Draw a method's :class:`~rsrp_sim.engine.method.Figure` into ``folder``; returns the file."""
+    if figure.kind not in FIGURES:
+        raise ValueError(f"unknown figure kind {figure.kind!r}; allowed: {', '.join(FIGURES)}")
+    path = Path(folder) / figure.file
+    FIGURES[figure.kind](path=path, **figure.data)
+    return path

@@ -72,3 +72,17 @@ def reward(name: str, logits, labels, n_classes: int | None = None):
     if name == "neg_cross_entropy":
         return xp.mean(_true_logit(log_softmax(logits), labels)[..., 0], axis=-1)
     raise ValueError(f"unknown reward {name!r}; allowed: {', '.join(REWARDS)}")
+
+
+def confusion_counts(labels, predictions, n_classes: int):
+    """(n_classes, n_classes) counts: row = true class, column = predicted class (NumPy).
+
+    Predictions outside ``0 .. n_classes - 1`` (e.g. -1 for "no answer") are not counted.
+    """
+    import numpy as np
+
+    y, p = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    ok = (p >= 0) & (p < n_classes)
+    counts = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(counts, (y[ok], p[ok]), 1)
+    return counts

@@ -160,3 +160,24 @@ def load(name: str, data_dir=None, download: bool = False, val_size: int | None 
     else:
         raise unknown("dataset", name, DATASETS)
     return assemble(name, train, test, source=source, **kw)
+
+
+class EpochBatches:
+    """Minibatch ``index`` of an epoch-wise shuffled, drop-last order of ``n`` examples.
+
+    Deterministic in ``(seed, epoch)``, so any minibatch can be recomputed (resume) without
+    replaying the ones before it.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
+        self.per_epoch = self.n // self.batch_size
+        self._epoch, self._perm = None, None
+
+    def __call__(self, index: int) -> np.ndarray:
+        epoch, j = divmod(int(index), self.per_epoch)
+        if self._epoch != epoch:
+            self._perm = np.random.default_rng([self.seed, 7, epoch]).permutation(self.n)
+            self._epoch = epoch
+        b = self.batch_size
+        return self._perm[j * b:(j + 1) * b]

@@ -4,17 +4,43 @@ A :class:`Method` is constructed from its typed config and a seed.  The protocol
 for an initial state, then calls :meth:`Method.step` once per iteration (a generation, an update,
 a block of episodes); each call returns the new state and one record with the standard fields
 ``iteration, env_steps (or examples), train_score, eval_score`` plus the method's own extras.
-The protocol layer adds ``wall_s``, writes ``metrics.csv``, checkpoints the state and draws plots.
+The protocol layer adds ``wall_s``, writes ``metrics.csv``, checkpoints the state and draws the
+figures: a method returns the data of its end-of-run figures (:class:`Figure`) from
+:meth:`Method.finalize`, and never draws or writes files itself.
 
-States are plain nested dicts of arrays (NumPy or JAX) and Python scalars, so they can be
-checkpointed generically (:mod:`rsrp_sim.records`).
+States are nested dicts (or registered dataclasses) of arrays (NumPy or JAX) and Python scalars,
+so they can be checkpointed generically (:mod:`rsrp_sim.infra.records`).
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, ClassVar
 
+from ..infra.config import compose
+
+__all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Method", "EvaluatedMethod"]
+
 STANDARD_FIELDS = ("iteration", "env_steps", "wall_s", "train_score", "eval_score")
+
+
+@dataclasses.dataclass
+class Figure:
+    """An end-of-run figure as data: ``kind`` names a function of :mod:`rsrp_sim.analysis.plots`
+    (``p_histogram``, ``confusion_matrix``, ``raster``, ...), ``file`` the PNG under ``plots/``,
+    ``data`` the function's keyword arguments."""
+
+    kind: str
+    file: str
+    data: dict
+
+
+@dataclasses.dataclass
+class Finished:
+    """What :meth:`Method.finalize` returns: extra summary fields and figures to draw."""
+
+    summary: dict = dataclasses.field(default_factory=dict)
+    figures: list = dataclasses.field(default_factory=list)
 
 
 class Method(abc.ABC):
@@ -35,14 +61,54 @@ class Method(abc.ABC):
     def iterations(self) -> int:
         return int(getattr(self.config, self.iterations_key))
 
+    @property
+    def task_name(self) -> str | None:
+        """What the method learns on (an environment id, a data set), for titles and summaries."""
+        return getattr(self.config, "env", None) or getattr(self.config, "dataset", None)
+
+    @property
+    def solved_threshold(self) -> float | None:
+        """The score at which the task counts as solved: the environment's gymnasium
+        ``reward_threshold`` (None: no environment, or none defined)."""
+        from ..envs import reward_threshold
+
+        return reward_threshold(getattr(self.config, "env", None))
+
     @abc.abstractmethod
-    def init_state(self) -> dict[str, Any]:
+    def init_state(self) -> Any:
         """The state before the first iteration (deterministic given config and seed)."""
 
     @abc.abstractmethod
-    def step(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def step(self, state) -> tuple[Any, dict[str, Any]]:
         """One iteration: ``(new_state, record)``."""
 
-    def finalize(self, state: dict[str, Any], run_dir) -> dict[str, Any]:
-        """Optional end-of-run work (extra plots, a final evaluation); returns summary extras."""
-        return {}
+    def finalize(self, state) -> Finished:
+        """Optional end-of-run work (a final evaluation): summary extras and figure data."""
+        return Finished()
+
+    def close(self):
+        """Release what the method holds (simulator processes, build folders)."""
+
+
+class EvaluatedMethod(Method):
+    """A method whose simulation a back-end supplies as an *evaluator* (the population methods).
+
+    ``BaseConfig`` holds the method's own keys; :meth:`with_evaluator` makes the runnable class
+    for one back-end, whose configuration has the evaluator's keys too.
+    """
+
+    BaseConfig: ClassVar[type]
+    Evaluator: ClassVar[type]
+
+    @classmethod
+    def with_evaluator(cls, evaluator: type) -> type:
+        """This method on the back-end whose evaluator class is ``evaluator`` (one class per pair)."""
+        made = cls.__dict__.get("_with_evaluator")
+        if made is None:
+            made = {}
+            setattr(cls, "_with_evaluator", made)
+        if evaluator not in made:
+            config = compose(f"{cls.__name__}_{evaluator.__name__}_Config", evaluator.Config, cls.BaseConfig)
+            made[evaluator] = type(f"{cls.__name__}[{evaluator.__name__}]", (cls,),
+                                   {"Evaluator": evaluator, "Config": config, "__module__": cls.__module__})
+        return made[evaluator]

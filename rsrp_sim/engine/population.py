@@ -34,17 +34,18 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..infra.config import ConfigBase
 from ..infra.errors import UserError
 from ..core import rule
 from ..core import shaping as shaping_lib
 
-__all__ = ["Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
+__all__ = ["PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
            "Strategy", "RSRP", "RSRPState", "ES", "ESState", "generation", "p_metrics", "pytree_dataclass"]
 
 
@@ -159,6 +160,84 @@ class NonFiniteReward(UserError):
     """A NaN or infinite reward: the run stops (and stays resumable from its last checkpoint)."""
 
 
+# ----------------------------------------------------------------------------- the keys
+@dataclasses.dataclass
+class PopulationKeys(ConfigBase):
+    """Population size, chunking and reward shaping (one meaning in every protocol and back-end)."""
+
+    pop_size: int = 10112  # sampled members per generation (they enter the gradient)
+    eval_size: int = 128  # deterministic (p > 0.5 / mean) members on top, scored only
+    chunk_size: int = 10112  # sampled members evaluated at once (bounds memory)
+    shaping: Literal["centered_rank", "raw", "baseline", "sigmoid"] = "centered_rank"
+    ties: Literal["average", "index"] = "average"
+    unit_variance: bool = False
+    baseline_ema: Optional[float] = None  # None: previous generation's mean
+    rank_chunks: int = 1  # ranking scope: 1 = whole population
+
+    def validate(self):
+        super().validate()
+        self.require_at_least(1, "chunk_size", "rank_chunks")
+        self.require(self.pop_size >= 2, f"pop_size must be at least 2 sampled members, got {self.pop_size}")
+        self.require(self.eval_size >= 0, f"eval_size must be >= 0, got {self.eval_size}")
+        self.require(self.baseline_ema is None or 0.0 <= self.baseline_ema < 1.0,
+                     f"baseline_ema must be in [0, 1), got {self.baseline_ema}")
+        self.require(self.pop_size % self.rank_chunks == 0,
+                     f"rank_chunks={self.rank_chunks} must divide pop_size={self.pop_size}")
+
+    def transform(self) -> shaping_lib.Transform:
+        return shaping_lib.Transform(self.shaping, self.ties, self.unit_variance, self.rank_chunks,
+                                     self.baseline_ema)
+
+    def layout(self, multiple: int = 1) -> Layout:
+        return Layout(self.pop_size, self.eval_size, self.chunk_size, multiple)
+
+
+@dataclasses.dataclass
+class RSRPKeys(ConfigBase):
+    """The RSRP strategy's keys."""
+
+    lr: float = 0.15
+    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    eps: float = rule.EPS
+    p_init: float = rule.P_INIT
+    release_mode: Literal["trial", "spike"] = "trial"  # release drawn once per trial / at every spike
+    sampler: Literal["uniform", "threefry"] = "uniform"
+
+    def validate(self):
+        super().validate()
+        self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        self.require(0.0 < self.eps < 0.5, f"eps must be in (0, 0.5), got {self.eps}")
+        self.require(self.eps <= self.p_init <= 1 - self.eps, f"p_init must be in [eps, 1-eps], got {self.p_init}")
+
+    def strategy(self, shapes: dict, transform, frozen=(), release=None) -> RSRP:
+        return RSRP(shapes, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                    momentum=self.momentum, eps=self.eps, p_init=self.p_init,
+                    release=self.release_mode if release is None else release, frozen=frozen,
+                    sampler=self.sampler, shaping=transform)
+
+
+@dataclasses.dataclass
+class ESKeys(ConfigBase):
+    """The ES strategy's keys (the EC/RSRP papers' baseline)."""
+
+    sigma: float = 0.3
+    lr: float = 0.15
+    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adamw"
+    weight_decay: float = 0.1
+    momentum: float = 0.9
+
+    def validate(self):
+        super().validate()
+        self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        self.require(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+
+    def strategy(self, shapes: dict, transform, init_std: float = 1.0) -> ES:
+        return ES(shapes, sigma=self.sigma, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                  momentum=self.momentum, init_std=init_std, shaping=transform)
+
+
 # ----------------------------------------------------------------------------- strategies
 class Strategy(abc.ABC):
     """Search distribution + update (see the module docstring).
@@ -217,7 +296,7 @@ class Strategy(abc.ABC):
     def shape(self, state, fitness):
         """Shaped rewards (host NumPy) and the state with the transform's new statistics."""
         shaped, sh = self.shaping(np.asarray(fitness, np.float32), state.shaping)
-        return np.asarray(shaped, np.float32), dataclasses.replace(state, shaping=sh)
+        return np.asarray(shaped, np.float32), dataclasses.replace(state, shaping=_shaping_leaves(sh))
 
     def tell(self, state, fitness, key=None, members: Members | None = None, eligibility: dict | None = None):
         """One batch of evaluated members: shape, estimate, update.  Returns ``(state, grad)``.
@@ -255,8 +334,10 @@ class RSRP(Strategy):
     from the initial key and never learned (RSRP-reservoir).  ``release``: ``trial`` (members are
     release patterns ``z ~ B(p)``; gradient ``mean R~ (z - p)``) or ``spike`` (members carry ``p``
     itself, the simulation releases at every spike and returns eligibilities; gradient ``mean R~
-    e / max(n, 1)``).  ``sampler``: ``uniform`` (``jax.random``) or ``threefry`` (the faster
-    :func:`rsrp_sim.core.rule.sample_release_fast`; same distribution, other stream).
+    e / max(n, 1)``), for all groups or as ``{group: mode}``.  ``sampler``: ``uniform``
+    (``jax.random``) or ``threefry`` (the faster :func:`rsrp_sim.core.rule.sample_release_fast`;
+    same distribution, other stream).  ``ask`` also takes a ``numpy.random.Generator`` as its key
+    (NumPy release patterns, drawn group by group in sorted order).
     """
 
     RELEASE = ("trial", "spike")
@@ -267,8 +348,6 @@ class RSRP(Strategy):
                  release: str = "trial", frozen=(), sampler: str = "uniform",
                  shaping: shaping_lib.Transform | None = None):
         super().__init__(shaping or shaping_lib.Transform())
-        if release not in self.RELEASE:
-            raise UserError(f"unknown release mode {release!r}; allowed: {', '.join(self.RELEASE)}")
         if sampler not in self.SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(self.SAMPLERS)}")
         unknown_frozen = set(frozen) - set(shapes)
@@ -279,8 +358,15 @@ class RSRP(Strategy):
         self.learned = [k for k in self.shapes if k not in self.frozen]
         if not self.learned:
             raise UserError("every synapse group is frozen: nothing to learn")
-        self.release, self.sampler, self.eps, self.p_init = release, sampler, float(eps), float(p_init)
-        self.needs_eligibility = release == "spike"
+        modes = release if isinstance(release, dict) else {k: release for k in self.learned}
+        for k in self.learned:
+            if modes.get(k) not in self.RELEASE:
+                raise UserError(f"unknown release mode {modes.get(k)!r} for group {k!r}; allowed: "
+                                f"{', '.join(self.RELEASE)}")
+        self.modes = {k: modes[k] for k in self.learned}
+        self.spike_groups = [k for k in self.learned if self.modes[k] == "spike"]
+        self.sampler, self.eps, self.p_init = sampler, float(eps), float(p_init)
+        self.needs_eligibility = bool(self.spike_groups)
         self.opt = rule.make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay)
 
     def init(self, key) -> RSRPState:
@@ -291,34 +377,39 @@ class RSRP(Strategy):
                          shaping=_shaping_leaves(shaping_lib.init_state()))
 
     def _sample(self, key, p, n):
+        if isinstance(key, np.random.Generator):
+            return rule.sample_release(key, np.asarray(p), n=n)
         if self.sampler == "threefry":
             return rule.sample_release_fast(key, p, n=n)
         return rule.sample_release(key, p, n=n)
 
     def _patterns(self, state, key, n):
-        return {k: self._sample(jax.random.fold_in(key, i), state.p[k], n)
-                for i, k in enumerate(sorted(state.p))}
+        trial = [k for k in sorted(state.p) if self.modes[k] == "trial"]
+        if isinstance(key, np.random.Generator):
+            return {k: self._sample(key, state.p[k], n) for k in trial}
+        return {k: self._sample(jax.random.fold_in(key, i), state.p[k], n) for i, k in enumerate(trial)}
 
     def ask(self, state, key, n):
-        if self.release == "spike":  # every member releases with probability p at each spike
-            return Members({}, {**state.p, **state.frozen}, n)
-        return Members(self._patterns(state, key, n), dict(state.frozen), n)
+        # trial groups: one release pattern per member; spike groups: every member releases with
+        # probability p at each presynaptic spike, so members share p
+        shared = {**{k: state.p[k] for k in self.spike_groups}, **state.frozen}
+        return Members(self._patterns(state, key, n), shared, n)
 
     def deterministic(self, state):
         return {**{k: rule.deterministic_mask(v) for k, v in state.p.items()}, **state.frozen}
 
     def gradient_terms(self, state, key, n, shaped, members=None, eligibility=None):
-        if self.release == "spike":
-            if eligibility is None:
-                raise ValueError("spike release needs the members' eligibilities")
-            return {k: rule.spike_gradient_sum(shaped, *eligibility[k]) for k in state.p}
+        if self.spike_groups and eligibility is None:
+            raise ValueError(f"spike release of {self.spike_groups} needs the members' eligibilities")
         z = members.batched if members is not None else self._patterns(state, key, n)
-        return {k: rule.natural_gradient_sum(shaped, z[k], state.p[k]) for k in state.p}
+        # eligibilities may come flat per member (a simulator's synapse order = the masks' row-major order)
+        return {k: (jnp.reshape(rule.spike_gradient_sum(shaped, *eligibility[k]), state.p[k].shape)
+                    if self.modes[k] == "spike" else rule.natural_gradient_sum(shaped, z[k], state.p[k]))
+                for k in state.p}
 
     def finish_gradient(self, state, sums, n):
-        if self.release == "spike":
-            return {k: sums[k] / n for k in state.p}
-        return {k: rule.finish_natural_gradient(sums[k][0], sums[k][1], state.p[k], n) for k in state.p}
+        return {k: (sums[k] / n if self.modes[k] == "spike"
+                    else rule.finish_natural_gradient(sums[k][0], sums[k][1], state.p[k], n)) for k in state.p}
 
     def apply(self, state, grad):
         p, opt = rule.apply_update(state.p, grad, self.opt, state.opt, self.eps)
@@ -414,8 +505,10 @@ def check_finite(fitness, generation: int | None = None, hint: str = ""):
 class GenerationResult:
     """What one generation produced (host NumPy): raw and shaped rewards of the sampled members,
     each chunk's extras (sliced to its valid members where they have a member axis), the
-    deterministic members' result, the gradient and the seconds spent evaluating / updating."""
+    deterministic members' result, the gradient, the seconds spent evaluating / updating, and the
+    key of the next generation."""
 
+    next_key: Any
     fitness: np.ndarray
     shaped: np.ndarray
     extras: list
@@ -437,7 +530,7 @@ def generation(strategy: Strategy, state, evaluator, key, layout: Layout, contex
     """
     t0 = time.perf_counter()
     J = strategy.jitted
-    _, k_train, k_eval = jax.random.split(key, 3)
+    next_key, k_train, k_eval = jax.random.split(key, 3)
     chunk, n_chunks = layout.chunk, layout.n_chunks
     packs = bool(getattr(evaluator, "packs_deterministic", False)) and layout.eval_size > 0
     det_net = J.deterministic(state) if layout.eval_size > 0 else None
@@ -480,7 +573,7 @@ def generation(strategy: Strategy, state, evaluator, key, layout: Layout, contex
     new = J.apply(state, grad)
     new = dataclasses.replace(new, shaping=shaped_state.shaping)
     t_update = time.perf_counter() - t0 - t_eval
-    return new, GenerationResult(fitness, shaped, extras, det, grad,
+    return new, GenerationResult(next_key, fitness, shaped, extras, det, grad,
                                  {"evaluate_s": t_eval, "update_s": t_update})
 
 

@@ -1,85 +1,102 @@
-"""Back-end-neutral pieces of the population methods on RL tasks (RSRP, RSRP-reservoir, ES).
+"""Population methods on RL tasks: RSRP / RSRP-reservoir on ConnSNN and ES on DenseSNN.
 
-The JAX and Brian2 back-ends share their configuration dataclasses, the running observation
-normaliser and the statistics of ``p`` from here, so that the same preset keys and the same
-records mean the same thing on every back-end.
+A :class:`RLPopulation` is back-end neutral.  It builds the environment (:mod:`rsrp_sim.envs`), the
+network constants (``models/*.yaml``), the strategy (:mod:`.population`) and the back-end's
+evaluator, and runs one :func:`~rsrp_sim.engine.population.generation` per iteration.  What it
+adds around the engine is the RL bookkeeping: the running observation normaliser (its statistics
+come back from the evaluators), environment steps, episodes and spike rates, the record.
+
+An evaluator for RL tasks is a class with a ``Config`` dataclass (its own keys) and::
+
+    Evaluator(config, task: RLTask)
+    evaluate(members, key, context: RLContext, chunk: ChunkInfo) -> EvalResult
+    evaluate_deterministic(net, key, n, context) -> EvalResult
+
+whose results carry ``extras`` with ``env_steps`` (steps taken by real members), ``episodes`` and
+``spikes`` per member, ``t`` (the loop's length), ``obs_n``/``obs_sum``/``obs_sq`` (what the
+normaliser learns from).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Literal, Optional
+import time
+from typing import Any, ClassVar, Literal
 
+import jax
 import numpy as np
 
-from ..core import rule
+from .. import envs
+from ..core.models import SNNConstants
 from ..infra.errors import UserError
+from .method import EvaluatedMethod, Figure, Finished
+from .population import ESKeys, Layout, PopulationKeys, RSRPKeys, generation
+
+__all__ = ["RLConfig", "RSRPRLConfig", "ESRLConfig", "RLTask", "RLContext",
+           "RLPopulation", "RSRPMethod", "ESMethod", "init_norm", "norm_arrays", "update_norm"]
 
 OBS_NORMS = ("running", "ema_var", "none")
 
 
+# ----------------------------------------------------------------------------- configuration
 @dataclasses.dataclass
-class RLPopulationConfig:
-    """Settings shared by the population methods on RL tasks (the ``paper`` values by default)."""
+class RLConfig(PopulationKeys):
+    """The task's keys (the ``paper`` values by default)."""
 
     env: str = "CartPole-v1"
     max_episode_steps: int = 0  # 0: the environment's own limit (500 for CartPole-v1)
     generations: int = 100
-    pop_size: int = 10240  # networks per generation, eval_size of them deterministic
-    eval_size: int = 128
-    chunk_size: int = 1024  # networks simulated at once (bounds memory)
-    lr: float = 0.15
-    optimizer: Literal["adam", "adamw", "sgd", "momentum"] = "adam"
-    weight_decay: float = 0.0
-    shaping: Literal["centered_rank", "raw", "baseline", "sigmoid"] = "centered_rank"
-    ties: Literal["average", "index"] = "average"
-    unit_variance: bool = False
-    baseline_ema: Optional[float] = None  # None: previous generation's mean
-    rank_chunks: int = 1  # ranking scope: 1 = whole population
     obs_norm: Literal["running", "ema_var", "none"] = "running"
     reset_pool: Literal["fresh", "fixed"] = "fresh"
     checkpoint_every: int = 1
-    member_block: int = -1  # JAX: networks stepped together in cache-sized blocks; -1 auto, 0 off
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def train_size(self) -> int:
-        return self.pop_size - self.eval_size
-
     def validate(self):
-        if self.eval_size < 1:
-            raise UserError(f"eval_size must be at least 1, got {self.eval_size}")
-        if self.train_size < 2:
-            raise UserError(f"pop_size must exceed eval_size by at least 2 sampled networks, "
-                            f"got pop_size={self.pop_size} eval_size={self.eval_size}")
-        for key in ("generations", "chunk_size", "checkpoint_every", "rank_chunks"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.member_block < -1:
-            raise UserError(f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
-        if self.max_episode_steps < 0:
-            raise UserError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.baseline_ema is not None and not 0.0 <= self.baseline_ema < 1.0:
-            raise UserError(f"baseline_ema must be in [0, 1), got {self.baseline_ema}")
-        if self.train_size % self.rank_chunks:
-            raise UserError(f"rank_chunks={self.rank_chunks} must divide the {self.train_size} sampled networks")
+        super().validate()
+        self.require_at_least(1, "generations", "checkpoint_every")
+        self.require(self.max_episode_steps >= 0, f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
 
 
 @dataclasses.dataclass
-class RSRPConfig(RLPopulationConfig):
-    eps: float = rule.EPS
-    p_init: float = rule.P_INIT
+class RSRPRLConfig(RSRPKeys, RLConfig):
     reservoir: bool = False  # freeze M_h as a Bernoulli(0.5) mask drawn from the run's seed
 
     def validate(self):
         super().validate()
-        if not 0.0 < self.eps < 0.5:
-            raise UserError(f"eps must be in (0, 0.5), got {self.eps}")
-        if not self.eps <= self.p_init <= 1 - self.eps:
-            raise UserError(f"p_init must be in [eps, 1-eps], got {self.p_init}")
+        self.require(self.eval_size >= 1, f"eval_size must be at least 1, got {self.eval_size}")
+
+
+@dataclasses.dataclass
+class ESRLConfig(ESKeys, RLConfig):
+    model: str = "dense_snn"
+
+    def validate(self):
+        super().validate()
+        self.require(self.eval_size >= 1, f"eval_size must be at least 1, got {self.eval_size}")
+        self.require(self.pop_size % 2 == 0,
+                     f"es needs an even pop_size (antithetic pairs), got pop_size={self.pop_size}")
+
+
+# ----------------------------------------------------------------------------- what evaluators get
+@dataclasses.dataclass(frozen=True)
+class RLTask:
+    """What an RL evaluator is built for: the environment, the network's constants, the
+    population layout, the strategy's release modes and the run's seed."""
+
+    env: Any
+    const: SNNConstants
+    layout: Layout
+    seed: int
+    release: dict = dataclasses.field(default_factory=dict)  # group -> 'trial' | 'spike' (RSRP)
+
+
+@dataclasses.dataclass(frozen=True)
+class RLContext:
+    """Per-generation inputs of the evaluation: observations enter the network as
+    ``(obs - obs_mean) / obs_scale``."""
+
+    obs_mean: np.ndarray
+    obs_scale: np.ndarray
 
 
 # ----------------------------------------------------------------------------- observation normaliser
@@ -118,18 +135,123 @@ def update_norm(norm: dict, mode: str, n, s, sq) -> dict:
     return {"count": np.float64(tot), "mean": mean, "var": m2 / tot}
 
 
-# ----------------------------------------------------------------------------- p statistics
-def p_metrics(p: dict) -> dict:
-    """Mean p, mean binary entropy (bits) and the deterministic network's density."""
-    flat = np.concatenate([np.asarray(v).ravel() for v in p.values()])
-    ent = -(flat * np.log(flat) + (1 - flat) * np.log(1 - flat)).mean() / math.log(2)
-    return {"p_mean": float(flat.mean()), "p_entropy_bits": float(ent), "density_eval": float((flat > 0.5).mean())}
+# ----------------------------------------------------------------------------- the method
+class RLPopulation(EvaluatedMethod):
+    """A population method on an RL task with a back-end's evaluator (see the module docstring).
+
+    Subclasses name the strategy (:meth:`make_strategy`) and its configuration (``BaseConfig``);
+    :meth:`~rsrp_sim.engine.method.EvaluatedMethod.with_evaluator` makes the runnable class for
+    one back-end.
+    """
+
+    connectivity: ClassVar[str]  # the model kind the strategy needs ('bernoulli' or 'real')
+    method_name: ClassVar[str] = "population method"
+
+    def __init__(self, config, seed: int):
+        super().__init__(config, seed)
+        cfg = config
+        self.env = envs.make(cfg.env, cfg.max_episode_steps or None)
+        self.const = SNNConstants.from_model(cfg.model, self.env.obs_dim, envs.output_dim(self.env),
+                                             cfg.model_overrides)
+        if self.const.connectivity != self.connectivity:
+            kind = {"bernoulli": "Bernoulli connectivity (e.g. conn_snn)", "real": "real-valued weights (e.g. dense_snn)"}
+            raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
+        self.strategy = self.make_strategy()
+        self.layout = cfg.layout(self.strategy.multiple)
+        release = dict(getattr(self.strategy, "modes", {}))
+        self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
+
+    def make_strategy(self):
+        raise NotImplementedError
+
+    @property
+    def task_name(self) -> str:
+        return self.env.id
+
+    # ------------------------------------------------------------------ state
+    def init_state(self):
+        key, k_init = jax.random.split(jax.random.PRNGKey(self.seed))
+        return {"key": key, "generation": np.int64(0), "env_steps": np.int64(0),
+                "norm": init_norm(self.env.obs_dim), "search": self.strategy.init(k_init)}
+
+    # ------------------------------------------------------------------ one generation
+    def step(self, state):
+        t0 = time.perf_counter()
+        cfg, layout = self.config, self.layout
+        mean, scale = norm_arrays(state["norm"], cfg.obs_norm, self.env.obs_dim)
+        gen = int(state["generation"]) + 1
+        search, res = generation(self.strategy, state["search"], self.evaluator, state["key"], layout,
+                                 RLContext(mean, scale), index=gen, hint=self._nonfinite_hint())
+        env_steps, episodes, obs_n = 0, 0, 0
+        obs_s = obs_sq = 0.0
+        for i, ex in enumerate(res.extras):
+            env_steps += int(ex["env_steps"])
+            episodes += int(np.asarray(ex["episodes"])[:layout.valid(i)].sum())
+            obs_n += int(ex["obs_n"])
+            obs_s = obs_s + np.asarray(ex["obs_sum"], np.float64)
+            obs_sq = obs_sq + np.asarray(ex["obs_sq"], np.float64)
+        det = res.deterministic
+        env_steps += int(det.extras["env_steps"])
+        c = self.const
+        ms = max(int(det.extras["t"]), 1) * c.substeps * c.dt * c.n_neurons
+        det_fit = np.asarray(det.fitness)
+        new_state = dict(state, key=res.next_key, search=search, generation=np.int64(gen),
+                         env_steps=np.int64(int(state["env_steps"]) + env_steps),
+                         norm=update_norm(state["norm"], cfg.obs_norm, obs_n, obs_s, obs_sq))
+        record = {
+            "iteration": gen,
+            "env_steps": int(new_state["env_steps"]),
+            "train_score": float(res.fitness.mean()),
+            "eval_score": float(det_fit.mean()),
+            "train_max": float(res.fitness.max()),
+            "eval_min": float(det_fit.min()),
+            "episodes": episodes,
+            "spikes_per_ms": float(np.asarray(det.extras["spikes"]).mean() / ms),
+            "env_steps_per_s": env_steps / max(time.perf_counter() - t0, 1e-9),
+        }
+        record.update(self.strategy.metrics(state["search"]))  # the networks this generation evaluated
+        record.update(getattr(self.evaluator, "report", lambda: {})())
+        return new_state, record
+
+    def _nonfinite_hint(self) -> str:
+        return (f" (environment {self.env.id}; a model constant may make the network diverge, check the "
+                f"model.* overrides and lr)")
+
+    def close(self):
+        getattr(self.evaluator, "close", lambda: None)()
 
 
-def p_finalize(p: dict, run_dir) -> dict:
-    """End-of-run p histogram (``plots/p_histogram.png``) and summary extras."""
-    from ..analysis import plots
+class RSRPMethod(RLPopulation):
+    """RSRP (``reservoir=False``) or RSRP-reservoir on a ConnSNN: p per synapse of M_in, M_h, M_out."""
 
-    p = {k: np.asarray(v) for k, v in p.items()}
-    plots.p_histogram(p, run_dir / "plots" / "p_histogram.png")
-    return {"p_mean": float(np.mean(np.concatenate([v.ravel() for v in p.values()])))}
+    BaseConfig = RSRPRLConfig
+    connectivity = "bernoulli"
+    method_name = "rsrp"
+
+    def make_strategy(self):
+        cfg = self.config
+        return cfg.strategy(self.const.param_shapes(), cfg.transform(), frozen=("h",) if cfg.reservoir else (),
+                            release=self._release_modes())
+
+    def _release_modes(self):
+        """Spike release applies to the input and recurrent synapses; the read-out, a rate
+        read-out of every neuron, keeps one release pattern per trial."""
+        mode = self.config.release_mode
+        return {k: (mode if k != "out" else "trial") for k in self.const.param_shapes()}
+
+    def finalize(self, state):
+        p = {k: np.asarray(v) for k, v in state["search"].p.items()}
+        return Finished({"p_mean": float(np.mean(np.concatenate([v.ravel() for v in p.values()])))},
+                        [Figure("p_histogram", "p_histogram.png", {"p": p})])
+
+
+class ESMethod(RLPopulation):
+    """Antithetic Gaussian ES on a DenseSNN (the EC/RSRP baseline)."""
+
+    BaseConfig = ESRLConfig
+    connectivity = "real"
+    method_name = "es"
+
+    def make_strategy(self):
+        cfg = self.config
+        return cfg.strategy(self.const.param_shapes(), cfg.transform(), init_std=self.const.init_std)

@@ -1,55 +1,19 @@
-"""Environment adapters for the JAX back-end.
+"""Environments: one functional interface (:mod:`.base`, with :func:`check_env`) and its adapters.
 
-Every environment is a functional object with ``obs_dim``, ``action_kind`` ('discrete' or
-'continuous'), ``n_actions`` (discrete) or ``action_low``/``action_high`` (continuous arrays),
-``max_steps``, ``reset(key) -> (obs, state)`` and ``step(key, state, action) -> (obs, state, reward,
-done)`` with no auto-reset.  ``CartPole-v1`` is our own (gymnasium-exact) implementation; lowercase
-ids are Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``name:pipeline``;
-:mod:`.brax`); any other id is looked up in gymnax (``Acrobot-v1``, ``Pendulum-v1`` ...).
-An environment may set ``stepped = True`` when compiling its step is expensive: rollouts then keep
-it in its own compiled kernel (:mod:`rsrp_sim.backends.jax.envloop`).
+``CartPole-v1`` is our own (gymnasium-exact) implementation (:mod:`.cartpole`); lowercase ids are
+Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``name:pipeline``;
+:mod:`.brax`); any other id is looked up in gymnax (``Acrobot-v1``, ``Pendulum-v1`` ...;
+:mod:`.gymnax`).  ``make(id)`` returns an adapter, ``list_envs()`` the accepted ids.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..infra.errors import UserError, unknown
+from .base import EnvCheckError, check_env, gymnasium_threshold
 from .cartpole import CartPole
 
 NATIVE = {"CartPole-v1": CartPole}
-
-
-class GymnaxEnv:
-    """Adapter from a gymnax environment to the interface above (no auto-reset)."""
-
-    def __init__(self, env_id: str, max_steps: int | None = None):
-        import gymnax
-
-        self.id = env_id
-        self.env, self.params = gymnax.make(env_id)
-        if max_steps is not None:
-            self.params = self.params.replace(max_steps_in_episode=max_steps)
-        self.max_steps = int(self.params.max_steps_in_episode)
-        space = self.env.action_space(self.params)
-        self.obs_dim = int(np.prod(self.env.observation_space(self.params).shape))
-        if hasattr(space, "n"):
-            self.action_kind, self.n_actions = "discrete", int(space.n)
-            self.action_low = self.action_high = None
-        else:
-            self.action_kind, self.n_actions = "continuous", int(np.prod(space.shape))
-            self.action_low = np.broadcast_to(np.asarray(space.low, np.float32), (self.n_actions,))
-            self.action_high = np.broadcast_to(np.asarray(space.high, np.float32), (self.n_actions,))
-
-    def reset(self, key):
-        obs, state = self.env.reset_env(key, self.params)
-        return obs.reshape(-1), state
-
-    def step(self, key, state, action):
-        import jax.numpy as jnp
-
-        obs, state, reward, terminated, _ = self.env.step_env(key, state, action, self.params)
-        done = jnp.logical_or(terminated, self.env.is_truncated(state, self.params))
-        return obs.reshape(-1), state, jnp.asarray(reward, jnp.float32), done
 
 
 def list_envs() -> list[str]:
@@ -78,7 +42,20 @@ def make(env_id: str, max_steps: int | None = None):
         raise unknown("env", env_id, allowed)
     if env_id.endswith(("-bsuite", "-MinAtar")) and "MNISTBandit" in env_id:
         raise UserError(f"env {env_id!r} downloads data at run time, which is not supported")
+    from .gymnax import GymnaxEnv
+
     return GymnaxEnv(env_id, max_steps)
+
+
+def reward_threshold(env_id: str | None) -> float | None:
+    """The return at which ``env_id`` counts as solved (gymnasium's ``reward_threshold``), or None."""
+    if not env_id:
+        return None
+    if env_id in NATIVE:
+        return NATIVE[env_id].reward_threshold
+    from . import brax
+
+    return None if brax.is_brax_id(env_id) else gymnasium_threshold(env_id)
 
 
 def output_dim(env) -> int:

@@ -3,8 +3,9 @@
 ``make("humanoid")`` or ``make("humanoid:mjx")`` (``name[:pipeline]``) gives an adapter with
 ``obs_dim``, ``action_kind='continuous'``, ``action_low/high`` (-1, 1: Brax scales actions to each
 actuator's range itself), ``max_steps`` (1000 by default), ``reset(key)`` and
-``step(key, state, action) -> (obs, state, reward, done)`` without auto-reset; ``done`` is the
-task's own termination (e.g. the humanoid's torso leaving 1.0-2.0 m) or the step limit.
+``step(key, state, action) -> (obs, state, reward, terminated, truncated)`` without auto-reset:
+``terminated`` is the task's own termination (e.g. the humanoid's torso leaving 1.0-2.0 m),
+``truncated`` the step limit.
 
 The default pipeline is ``spring``: Brax's fastest (on CPU about 3x ``positional`` and 8x
 ``generalized`` for the humanoid, measured here) and the one closest to the impulse/spring engine of
@@ -85,6 +86,7 @@ class BraxEnv:
 
     action_kind = "continuous"
     stepped = True  # compile the environment once, in its own kernel
+    reward_threshold = None
 
     def __init__(self, name: str, pipeline: str = DEFAULT_PIPELINE, max_steps: int = DEFAULT_MAX_STEPS):
         envs = _import_brax()
@@ -114,5 +116,6 @@ class BraxEnv:
         s, t = state
         s = self.env.step(s, action)
         t = t + 1
-        done = (s.done > 0) | (t >= self.max_steps)
-        return s.obs.astype(jnp.float32), (s, t), s.reward.astype(jnp.float32), done
+        terminated = s.done > 0
+        truncated = (t >= self.max_steps) & ~terminated
+        return s.obs.astype(jnp.float32), (s, t), s.reward.astype(jnp.float32), terminated, truncated

@@ -20,6 +20,7 @@ TAU = 0.02  # seconds between state updates
 THETA_THRESHOLD = 12 * 2 * math.pi / 360
 X_THRESHOLD = 2.4
 MAX_STEPS = 500
+REWARD_THRESHOLD = 475.0  # gymnasium's CartPole-v1 reward_threshold
 RESET_HIGH = 0.05
 OBS_DIM = 4
 N_ACTIONS = 2
@@ -50,8 +51,9 @@ def physics_step(xp, state, action):
 class CartPole:
     """Functional JAX CartPole-v1: ``reset(key) -> (obs, state)``, ``step(key, state, a)``.
 
-    ``state`` is ``(physics[4], t)``; ``step`` returns ``(obs, state, reward, done)`` where ``done``
-    is termination or the 500-step time limit.  No auto-reset: the rollout loop resets.
+    ``state`` is ``(physics[4], t)``; ``step`` returns ``(obs, state, reward, terminated,
+    truncated)``: terminated when the pole falls or the cart leaves the track, truncated at the
+    500-step time limit otherwise.  No auto-reset: the rollout loop resets.
     """
 
     id = "CartPole-v1"
@@ -60,9 +62,11 @@ class CartPole:
     n_actions = N_ACTIONS
     action_low = action_high = None
     max_steps = MAX_STEPS
+    reward_threshold = REWARD_THRESHOLD
+    stepped = False
 
     def __init__(self, max_steps: int = MAX_STEPS):
-        self.max_steps = max_steps
+        self.max_steps = int(max_steps)
 
     def reset(self, key):
         import jax
@@ -77,5 +81,5 @@ class CartPole:
         phys, t = state
         phys, terminated = physics_step(jnp, phys, action)
         t = t + 1
-        done = terminated | (t >= self.max_steps)
-        return phys, (phys, t), jnp.float32(1.0), done
+        truncated = (t >= self.max_steps) & ~terminated
+        return phys, (phys, t), jnp.float32(1.0), terminated, truncated

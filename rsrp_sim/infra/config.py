@@ -134,3 +134,30 @@ def describe(cls) -> list[str]:
     for name, tp in field_types(cls).items():
         out.append(f"{name} ({_type_name(tp)}) = {getattr(defaults, name)!r}")
     return out
+
+
+class ConfigBase:
+    """Root of every configuration dataclass: :meth:`validate` is cooperative (each class checks
+    its own keys and calls ``super().validate()``), so composed configurations check them all."""
+
+    def validate(self):
+        pass
+
+    def require(self, condition: bool, message: str):
+        """Raise a one-line :class:`UserError` with ``message`` unless ``condition``."""
+        if not condition:
+            raise UserError(message)
+
+    def require_at_least(self, minimum, *keys: str):
+        for key in keys:
+            value = getattr(self, key)
+            self.require(value >= minimum, f"{key} must be at least {minimum}, got {value}")
+
+
+def compose(name: str, *bases: type) -> type:
+    """A configuration dataclass with every field (and every ``validate``) of ``bases``.
+
+    The first base wins where two define the same key (Python's method resolution order), so
+    a method's own defaults are given before the shared ones.
+    """
+    return dataclasses.make_dataclass(name, [], bases=tuple(bases))

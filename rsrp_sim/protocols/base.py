@@ -1,9 +1,11 @@
 """The protocol layer: one run loop, one command line and one record format for every method.
 
-A :class:`Protocol` owns a task (environment or dataset, score, solved threshold), its presets
-(``<protocol>.yaml`` beside its module) and its methods.  Each :class:`MethodSpec` names the
-back-ends that implement it, as ``"module:Class"`` strings imported only when used, so a missing
-optional back-end never breaks the others.
+A :class:`Protocol` owns a task (environment or dataset, score label), its presets
+(``protocols/<protocol>.yaml`` at the repository's root) and its methods.  Each :class:`MethodSpec`
+names the back-ends that implement it, as ``"module:Class"`` strings imported only when used, so a
+missing optional back-end never breaks the others.  A population method (``method=``, e.g. the
+engine's RSRP) takes an *evaluator* from each back-end; any other method is a back-end's own
+:class:`~rsrp_sim.engine.method.Method`.  Figures are drawn here, from the data methods return.
 
 Command line (every protocol)::
 
@@ -31,20 +33,38 @@ from ..infra import config as configlib
 from ..infra.errors import UserError, unknown
 from ..infra.records import RunDir
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2  #: bad input or environment (one line on stderr)
+EXIT_FAILED = 3  #: the run started and failed (e.g. a non-finite reward); it stays resumable
+EXIT_INTERRUPTED = 130  #: Ctrl-C; the run is resumable
+#: version of the run-folder format; 2: pop_size counts sampled members only (eval_size on top)
+RUN_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
+    """A method of a protocol.
+
+    ``backends``: back-end name -> ``"module:Class"``, a :class:`~rsrp_sim.engine.method.Method`,
+    or, when ``method`` names an :class:`~rsrp_sim.engine.method.EvaluatedMethod` (a population
+    method of the engine), that back-end's evaluator class.  ``defaults``: config values of this
+    method that differ from its class's (e.g. ``reservoir: true``).
+    """
+
     name: str
     description: str
-    backends: dict[str, str]  # back-end name -> "module:Class" implementing rsrp_sim.method.Method
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific config defaults
+    backends: dict[str, str]
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method: str | None = None
 
     @property
     def default_backend(self) -> str:
         return next(iter(self.backends))
+
+
+def load_object(target: str):
+    """Import ``"module:Name"``."""
+    mod, name = target.split(":")
+    return getattr(importlib.import_module(mod), name)
 
 
 SHORTCUTS = {
@@ -90,11 +110,6 @@ class Protocol:
     def presets(self) -> dict[str, Any]:
         return self.spec()["presets"]
 
-    def solved_threshold(self, env: str | None) -> float | None:
-        """The score at which the task counts as solved for environment ``env`` (None if undefined)."""
-        thresholds = self.spec().get("solved_threshold", {}) or {}
-        return thresholds.get(env)
-
     def method(self, name: str) -> MethodSpec:
         if name not in self.methods:
             raise unknown(f"method for protocol {self.name}", name, self.methods)
@@ -103,13 +118,13 @@ class Protocol:
     def method_class(self, spec: MethodSpec, backend: str):
         if backend not in spec.backends:
             raise unknown(f"back-end for method {spec.name}", backend, spec.backends)
-        mod, cls = spec.backends[backend].split(":")
         try:
-            return getattr(importlib.import_module(mod), cls)
+            target = load_object(spec.backends[backend])
         except ImportError as e:
             extra = BACKEND_EXTRAS.get(backend, backend)
             raise UserError(f"back-end {backend!r} is not usable here ({e}); install it with "
                             f"pip install -c constraints.txt -e '.[{extra}]'") from None
+        return load_object(spec.method).with_evaluator(target) if spec.method else target
 
     def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
         spec = self.method(method)
@@ -144,6 +159,10 @@ class Protocol:
                 raise UserError("--resume needs --out RUN_DIR naming the run folder to continue")
             rd = RunDir.open(out)
             saved = rd.config
+            if saved.get("format") != RUN_FORMAT:
+                raise UserError(f"{rd.path} was written by an older rsrp_sim (run-folder format "
+                                f"{saved.get('format', 1)}, where pop_size also counted the eval members); "
+                                f"this version cannot resume it: start a new run")
             for given, key in ((method, "method"), (backend, "backend")):
                 if given is not None and given != saved[key]:
                     raise UserError(f"--{key} {given} does not match the run being resumed ({saved[key]})")
@@ -161,6 +180,7 @@ class Protocol:
                 from ..infra.records import CONFIG, atomic_write_bytes
 
                 atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode())
+            instance = cls(cfg, int(seed))
         else:
             method = method or next(iter(self.methods))
             spec = self.method(method)
@@ -169,13 +189,15 @@ class Protocol:
             cfg = self.build_config(method, backend, preset, overrides)
             instance = cls(cfg, int(seed))  # validates everything the method checks before a folder exists
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
-            doc = {"protocol": self.name, "method": method, "backend": backend, "preset": preset,
-                   "seed": int(seed), "config": configlib.to_dict(cfg), "versions": versions(),
-                   "command": " ".join(sys.argv)}
+            doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
+                   "preset": preset, "seed": int(seed), "task": instance.task_name,
+                   "labels": {"score": self.score_label, "steps": self.steps_label},
+                   "config": configlib.to_dict(cfg), "versions": versions(), "command": " ".join(sys.argv)}
             rd = RunDir.create(out, doc)
-            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), False, progress, stop_after)
-        return self._loop(rd, cls(cfg, int(seed)), cfg, method, backend, preset, int(seed), True, progress,
-                          stop_after)
+        try:
+            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+        finally:
+            instance.close()
 
     def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
         from tqdm.auto import tqdm
@@ -190,19 +212,16 @@ class Protocol:
                 state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
             rd.truncate_metrics(start)
         rows = rd.read_metrics()
-        threshold = self.solved_threshold(getattr(cfg, "env", None))
-        total = m.iterations
-        title = f"{self.name}: {method} ({backend}, preset {preset}, seed {seed})"
-        summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, "running")
-        rd.write_summary(summary)
+        info = RunInfo(self.name, method, backend, preset, seed, m.task_name, m.solved_threshold, m.iterations)
+        rd.write_summary(self._summary(rd, info, rows, wall, "running"))
         committed = (state, start, wall)
-        status = "completed"
-        bar = tqdm(total=total, initial=start, desc=f"{self.name} {method}", unit="it", disable=not progress,
+        status, failure = "completed", None
+        bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
         try:
             it = start
-            while it < total:
+            while it < info.total:
                 if stop_after is not None and it - start >= stop_after:
                     status = "interrupted"
                     break
@@ -215,40 +234,51 @@ class Protocol:
                 rows.append(rec)
                 state = new_state
                 committed = (state, it, wall)
-                if it % every == 0 or it == total:
+                if it % every == 0 or it == info.total:
                     rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
-                rd.write_summary(self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total,
-                                               wall, "running"))
+                rd.write_summary(self._summary(rd, info, rows, wall, "running"))
                 bar.update(1)
                 bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
                                 eval=f"{rec.get('eval_score', float('nan')):.4g}")
         except KeyboardInterrupt:
             status = "interrupted"
+        except UserError as e:  # the run started and failed (e.g. a non-finite reward): keep it resumable
+            status, failure = "failed", e
         finally:
             bar.close()
         state, it, wall = committed
         rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
+        rd.truncate_metrics(it)
+        rows = [r for r in rows if int(r["iteration"]) <= it]  # a Ctrl-C between the row and the commit
         if rows:
-            plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", title, threshold,
+            plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", info.title, info.threshold,
                                  score_label=self.score_label, steps_field=m.steps_field, labels=m.curve_labels)
-        extras = m.finalize(state, rd.path) if status == "completed" else {}
-        summary = self._summary(rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status)
-        summary.update(extras)
+        summary = self._summary(rd, info, rows, wall, status)
+        if status == "completed":
+            fin = m.finalize(state)
+            for fig in fin.figures:
+                plots.draw(fig, rd.path / "plots")
+            summary.update(fin.summary)
+        if failure is not None:
+            summary["error"] = str(failure)
         rd.write_summary(summary)
+        if failure is not None:
+            raise RunFailed(f"{failure} [run folder {rd.path}; after fixing the cause, continue with --resume]")
         return rd, summary
 
-    def _summary(self, rd, cfg, method, backend, preset, seed, rows, threshold, total, wall, status):
+    def _summary(self, rd, info: "RunInfo", rows, wall, status):
         evals = [(r["iteration"], r.get("eval_score")) for r in rows if r.get("eval_score") is not None]
         evals = [(i, float(v)) for i, v in evals if not math.isnan(float(v))]
         best_it, best = max(evals, key=lambda t: t[1]) if evals else (None, None)
         last = rows[-1] if rows else {}
+        threshold = info.threshold
         solved_at = None
         if threshold is not None:
             solved_at = next((i for i, v in evals if v >= threshold), None)
         return {
-            "protocol": self.name, "method": method, "backend": backend, "preset": preset, "seed": seed,
-            "env": getattr(cfg, "env", None), "status": status,
-            "iterations_done": int(last.get("iteration", 0) or 0), "iterations": total,
+            "protocol": self.name, "method": info.method, "backend": info.backend, "preset": info.preset,
+            "seed": info.seed, "task": info.task, "status": status,
+            "iterations_done": int(last.get("iteration", 0) or 0), "iterations": info.total,
             "best_eval_score": best, "best_iteration": best_it,
             "final_eval_score": last.get("eval_score"), "final_train_score": last.get("train_score"),
             "solved_threshold": threshold, "solved": solved_at is not None if threshold is not None else None,
@@ -298,6 +328,9 @@ class Protocol:
                 return self._main_group(args, overrides)
             rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
                              progress=not args.quiet)
+        except RunFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -335,9 +368,33 @@ def summary_line(s: dict[str, Any]) -> str:
         solved = (f", solved (>= {s['solved_threshold']:g}) at iteration {s['solved_at']}" if s.get("solved")
                   else f", not solved (>= {s['solved_threshold']:g})")
     test = f", test {f(s['test_score'])}" if s.get("test_score") is not None else ""
-    return (f"{s['protocol']} {s['method']}/{s['backend']} seed {s['seed']}: best eval {f(s['best_eval_score'])} "
+    task = f" {s['task']}" if s.get("task") and s.get("task") != s["protocol"] else ""
+    return (f"{s['protocol']}{task} {s['method']}/{s['backend']} seed {s['seed']}: best eval {f(s['best_eval_score'])} "
             f"(iteration {s['best_iteration']}), final eval {f(s['final_eval_score'])}{test}{solved}; "
             f"{s['iterations_done']}/{s['iterations']} iterations in {s['wall_s']:.1f} s -> {s['run_dir']}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What a run's summary and titles say about it."""
+
+    protocol: str
+    method: str
+    backend: str
+    preset: str
+    seed: int
+    task: str | None
+    threshold: float | None
+    total: int
+
+    @property
+    def title(self) -> str:
+        task = f"{self.task}: " if self.task else f"{self.protocol}: "
+        return f"{task}{self.method} ({self.backend}, preset {self.preset}, seed {self.seed})"
+
+
+class RunFailed(UserError):
+    """A run that started failed; its folder holds everything up to the last completed iteration."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,9 +14,10 @@ import sys
 
 from .base import MethodSpec, Protocol
 
-JAX_RL = "rsrp_sim.backends.jax.rl"
+ENGINE_RL = "rsrp_sim.engine.rl"
+JAX_ROLLOUTS = "rsrp_sim.backends.jax.rl:SNNRollouts"
+BRIAN2_CHUNKS = "rsrp_sim.backends.brian2.rl:CartPoleChunks"
 NETPYNE_RSTDP = "rsrp_sim.backends.netpyne.rstdp_cartpole"
-BRIAN2_RL = "rsrp_sim.backends.brian2.rl:Brian2RSRPTrainer"
 
 PROTOCOL = Protocol(
     name="cartpole",
@@ -24,11 +25,12 @@ PROTOCOL = Protocol(
     module="rsrp_sim.protocols.cartpole",
     methods=[
         MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",
-                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}),
+                   {"jax": JAX_ROLLOUTS, "brian2": BRIAN2_CHUNKS}, method=f"{ENGINE_RL}:RSRPMethod"),
         MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
-                   {"jax": f"{JAX_RL}:RSRPTrainer", "brian2": BRIAN2_RL}, defaults={"reservoir": True}),
+                   {"jax": JAX_ROLLOUTS, "brian2": BRIAN2_CHUNKS}, defaults={"reservoir": True},
+                   method=f"{ENGINE_RL}:RSRPMethod"),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
-                   {"jax": f"{JAX_RL}:ESTrainer"}),
+                   {"jax": JAX_ROLLOUTS}, method=f"{ENGINE_RL}:ESMethod"),
         MethodSpec("ppo-lstm", "PPO with an LSTM policy (the published RL baseline)",
                    {"jax": "rsrp_sim.backends.jax.ppo:PPOLSTM"}),
         MethodSpec("rstdp", "reward-modulated STDP (Hasegan et al. 2022 model, one network learning online)",

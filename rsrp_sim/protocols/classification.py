@@ -24,7 +24,8 @@ def make(name: str, title: str, extra: str = "", extra_methods: tuple[MethodSpec
                                "else ~/.cache/rsrp_sim/data)"},
         methods=[
             MethodSpec("rsrp", "RSRP: a release probability per connection of a Bernoulli MLP (net=mlp, ei=...) "
-                               "or binary CNN (net=cnn)", {"jax": f"{JAX_CLS}:RSRPClassifier"}),
+                               "or binary CNN (net=cnn)", {"jax": f"{JAX_CLS}:BernoulliClassifier"},
+                       method="rsrp_sim.engine.classify:RSRPClassify"),
             MethodSpec("bp", "backprop (optax) on the same MLP / CNN with real weights",
                        {"jax": f"{JAX_CLS}:BPClassifier"}),
             *extra_methods,

@@ -1,17 +1,16 @@
-"""RSRP / RSRP-reservoir on CartPole-v1 with the Brian2 back-end (all three devices).
+"""The Brian2 evaluator of RSRP / RSRP-reservoir on CartPole-v1 (all three devices).
 
-One generation, like the JAX trainer (``backends/jax/rl.py``):
-  1. :class:`~.synapse.RSRPLearner` draws ``z ~ Bernoulli(p)`` for the sampled members; the last
-     ``eval_size`` members are the deterministic network (``p > 0.5``);
-  2. the population is simulated in chunks of copies of ConnSNN (:mod:`.conn_snn`) in closed loop
-     with CartPole until every member of each loop (sampled / deterministic) has finished an
-     episode or ``max_steps`` steps were done; fitness = mean return of finished episodes;
-  3. the learner shapes the rewards and updates ``p`` through :mod:`rsrp_sim.rule`.
+:class:`CartPoleChunks` is what the engine (:func:`rsrp_sim.engine.population.generation`) calls:
+a chunk of members (release patterns, or spike release with probability ``p``) is laid out over
+the copies of one Brian2 network of ConnSNN copies (:mod:`.conn_snn`) in closed loop with CartPole,
+run until every member of each loop (sampled / deterministic) has finished an episode or
+``max_steps`` steps were done; fitness = mean return of finished episodes.  The deterministic
+members ride in the last chunk (``packs_deterministic``), in its padding where it has room.
 
 ``release_mode=trial`` (default, as the paper) holds one release pattern per member for the whole
 trial; ``release_mode=spike`` releases with probability ``p`` at every presynaptic spike of the input
-and recurrent synapses and updates from the eligibilities (:func:`rsrp_sim.rule.spike_gradient`),
-collected chunk by chunk; the read-out stays in trial mode (SPEC §1).
+and recurrent synapses and returns the eligibilities (the engine's strategy turns them into the
+gradient); the read-out stays in trial mode.
 
 Devices (``device=``):
   ``runtime``          numpy or cython (``target=``); gymnasium's ``CartPole-v1`` is stepped from
@@ -30,36 +29,35 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import jax
 import numpy as np
 
-from ...core import rule
-from ...envs import cartpole as cp
-from ...infra.errors import UserError
-from ...engine.method import Method
 from ...core.models import SNNConstants
-from ...engine.rl import RSRPConfig, init_norm, norm_arrays, p_finalize, p_metrics, update_norm
+from ...engine.population import EvalResult
+from ...envs import cartpole as cp
+from ...infra.config import ConfigBase
+from ...infra.errors import UserError
 from . import devices
 from .cartpole import CartPoleGroup, draw_resets
 from .conn_snn import ConnSNNPopulation, input_values
-from .synapse import RSRPLearner
+from .synapse import release_values, run_args, write_values
 
 b2 = devices.import_brian2()
 F32 = np.float32
 
 
 @dataclasses.dataclass
-class Brian2RSRPConfig(RSRPConfig):
+class Brian2RLConfig(ConfigBase):
+    """Keys of the Brian2 CartPole evaluator."""
+
     device: Literal["runtime", "cpp_standalone", "cuda_standalone"] = "runtime"
     target: Literal["cython", "numpy"] = "cython"  # code generation target of the runtime device
     build_dir: str = ""  # standalone project folder ('' = per-user cache, keyed by the network)
-    release_mode: Literal["trial", "spike"] = "trial"  # release drawn once per trial / at every spike
 
     def validate(self):
         super().validate()
-        if self.env != cp.CartPole.id:
-            raise UserError(f"the brian2 back-end runs env {cp.CartPole.id} only, got {self.env!r}")
-        if self.reset_pool != "fresh":
-            raise UserError("the brian2 back-end supports reset_pool=fresh only")
+        self.require(self.env == cp.CartPole.id, f"the brian2 back-end runs env {cp.CartPole.id} only, got {self.env!r}")
+        self.require(self.reset_pool == "fresh", "the brian2 back-end supports reset_pool=fresh only")
 
 
 # input units of the standalone network read their environment's normalised observation
@@ -127,9 +125,9 @@ class RuntimeSim(_Sim):
         x = (self.obs - self.mean) / self.scale
         self.pop.inputs.x = input_values(x).ravel()
 
-    def run_chunk(self, learner, values, v0, member, mean, scale, rng):
+    def run_chunk(self, values, v0, member, mean, scale, rng):
         self.net.restore("init")
-        learner.write(values)
+        write_values(self.pop.synapses, values)
         self.pop.neurons.v = v0
         self.member = member
         self.mean, self.scale = mean, scale
@@ -181,10 +179,10 @@ class StandaloneSim(_Sim):
         devices.build(self.device, self.directory, compile=compile)
         self.compile_s = time.perf_counter() - t0
 
-    def run_chunk(self, learner, values, v0, member, mean, scale, rng):
+    def run_chunk(self, values, v0, member, mean, scale, rng):
         resets = draw_resets(rng, self.chunk, self.env.rows)
-        args = learner.run_args(values, variables=("release",) if self.mode == "trial" else
-                                ("release", "p", "elig", "n_spk"))
+        args = run_args(self.pop.synapses, values, variables=("release",) if self.mode == "trial" else
+                        ("release", "p", "elig", "n_spk"))
         args[self.pop.neurons.v] = v0
         args.update(self.env.run_args(resets, mean, scale, member))
         try:
@@ -206,116 +204,80 @@ class StandaloneSim(_Sim):
             self.folder.release()
 
 
-class Brian2RSRPTrainer(Method):
-    """RSRP (``reservoir=False``) or RSRP-reservoir on CartPole-v1 with Brian2 (see the module docstring)."""
+class CartPoleChunks:
+    """Chunks of ConnSNN members on CartPole-v1 in one Brian2 network (see the module docstring)."""
 
-    Config = Brian2RSRPConfig
+    Config = Brian2RLConfig
+    packs_deterministic = True
 
-    def __init__(self, config, seed: int):
-        super().__init__(config, seed)
-        cfg = config
+    def __init__(self, config, task):
+        cfg, c = config, task.const
+        if not c.input_doubling:
+            raise UserError(f"the brian2 back-end needs a model with input doubling (e.g. conn_snn), got {cfg.model!r}")
+        self.const, self.layout = c, task.layout
         self.max_steps = cfg.max_episode_steps or cp.MAX_STEPS
-        self.const = SNNConstants.from_model(cfg.model, cp.OBS_DIM, 1, cfg.model_overrides)
-        if self.const.connectivity != "bernoulli" or not self.const.input_doubling:
-            raise UserError(f"rsrp needs a model with Bernoulli connectivity and input doubling (e.g. conn_snn), "
-                            f"got model {cfg.model!r}")
-        self.n_chunks = -(-cfg.pop_size // cfg.chunk_size)
-        self.chunk = -(-cfg.pop_size // self.n_chunks)
+        self.modes = dict(task.release)
+        mode = self.modes.get("in", "trial")
+        self.slots = self.layout.packed_capacity
         if cfg.device == "runtime":
-            self.sim = RuntimeSim(self.const, self.chunk, self.max_steps, cfg.target, mode=cfg.release_mode)
+            self.sim = RuntimeSim(c, self.slots, self.max_steps, cfg.target, mode=mode)
         else:
-            self.sim = StandaloneSim(self.const, self.chunk, self.max_steps, cfg.device, cfg.build_dir,
-                                     mode=cfg.release_mode)
-        syn = self.sim.pop.synapses
-        fixed = ("h",) if cfg.reservoir else ()
-        self.learner = RSRPLearner(syn, lr=cfg.lr, optimizer=cfg.optimizer, shaping=cfg.shaping,
-                                   eps=cfg.eps, weight_decay=cfg.weight_decay, fixed=fixed,
-                                   n_members=cfg.pop_size,
-                                   shaping_kw=dict(ties=cfg.ties, unit_variance=cfg.unit_variance,
-                                                   chunks=cfg.rank_chunks, ema=cfg.baseline_ema))
-        for g in syn.values():
-            g.p_init = cfg.p_init
-        if cfg.reservoir:  # a fixed Bernoulli(0.5) recurrent mask drawn from the run's seed
-            n = self.const.n_neurons
-            self.learner.set_fixed("h", np.random.default_rng([self.seed, 1]).random((n, n)) < 0.5)
+            self.sim = StandaloneSim(c, self.slots, self.max_steps, cfg.device, cfg.build_dir, mode=mode)
+        self.groups = self.sim.pop.synapses
         self._compile_reported = False
 
-    # ------------------------------------------------------------------ state
-    def init_state(self):
-        p = {k: rule.init_p(self.sim.pop.synapses[k].logical_size(), self.config.p_init) for k in self.learner.learned}
-        return {"generation": np.int64(0), "env_steps": np.int64(0), "p": p, "opt": self.learner.opt.init(p),
-                "shaping": {k: np.float64(v) for k, v in self.learner.shaping_state.items()},
-                "norm": init_norm(cp.OBS_DIM)}
+    def _values(self, members, kinds, det):
+        out = {}
+        for name, g in self.groups.items():
+            d = np.asarray(det[name], F32)
+            if name in members.batched:  # trial release: one pattern per sampled member
+                out[name] = release_values("trial", kinds, z=np.asarray(members.batched[name]), det=d)
+            elif self.modes.get(name) == "spike":
+                out[name] = release_values("spike", kinds, p=np.asarray(members.shared[name]), det=d)
+            else:  # a frozen reservoir: every live member releases the same mask
+                out[name] = release_values("fixed", kinds, fixed=np.asarray(members.shared[name]))
+        return out
 
-    def _p_shaped(self, p):
-        shapes = self.const.param_shapes()
-        return {k: np.asarray(v).reshape(shapes[k]) for k, v in p.items()}
+    def evaluate(self, members, key, context, chunk, deterministic=None):
+        c, n_eval = self.const, (self.layout.eval_size if deterministic is not None else 0)
+        kinds = np.full(self.slots, 2)
+        kinds[:chunk.valid] = 0
+        kinds[chunk.valid:chunk.valid + n_eval] = 1
+        if deterministic is None:
+            deterministic = {k: np.zeros(g.logical_size(), F32) for k, g in self.groups.items()}
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key), np.uint32))
+        v0 = rng.uniform(c.v_reset, c.v_th, self.slots * c.n_neurons).astype(F32) if c.rand_init_v \
+            else np.full(self.slots * c.n_neurons, c.v_reset, F32)
+        out = self.sim.run_chunk(self._values(members, kinds, deterministic), v0, kinds,
+                                 context.obs_mean, context.obs_scale, rng)
+        sampled, det = kinds == 0, kinds == 1
+        steps_train, steps_eval = int(out["steps"][0]), int(out["steps"][1])
+        n_train = int(sampled.sum())
+        elig = {}
+        for name, mode in self.modes.items():
+            if mode == "spike":
+                g, size = self.groups[name], self.groups[name].logical_size()
+                elig[name] = tuple(np.asarray(v[:], F32).reshape(self.slots, size)[sampled] for v in (g.elig, g.n_spk))
+        result = EvalResult(out["fitness"][sampled], eligibility=elig or None, extras={
+            "env_steps": steps_train * n_train, "t": steps_train, "episodes": out["episodes"][sampled],
+            "spikes": out["spikes"][sampled], "obs_n": steps_train * n_train, "obs_sum": out["obs_sum"],
+            "obs_sq": out["obs_sq"]})
+        if n_eval:
+            result.deterministic = EvalResult(out["fitness"][det], extras={
+                "env_steps": steps_eval * n_eval, "t": steps_eval, "episodes": out["episodes"][det],
+                "spikes": out["spikes"][det]})
+        return result
 
-    # ------------------------------------------------------------------ one generation
-    def step(self, state):
-        cfg, c, L = self.config, self.const, self.learner
-        L.load_state(state)
-        gen = int(state["generation"])
-        rng = np.random.default_rng([self.seed, gen, 2])
-        L.new_trial(n_eval=cfg.eval_size, rng=rng)
-        mean, scale = norm_arrays(state["norm"], cfg.obs_norm, cp.OBS_DIM)
-        pop, chunk = cfg.pop_size, self.chunk
-        fitness, episodes, spikes = np.zeros(pop), np.zeros(pop, np.int64), np.zeros(pop)
-        env_steps, t_eval, obs_n = 0, 0, 0
-        obs_s, obs_sq = np.zeros(cp.OBS_DIM), np.zeros(cp.OBS_DIM)
-        spike_mode = [k for k in L.learned if L.groups[k].mode == "spike"]
-        elig = {k: (np.zeros((cfg.train_size, L.p[k].size), F32), np.zeros((cfg.train_size, L.p[k].size), F32))
-                for k in spike_mode}
-        t0 = time.perf_counter()
-        for ci in range(self.n_chunks):
-            lo = ci * chunk
-            rows = np.arange(lo, lo + chunk)
-            member = np.where(rows < cfg.train_size, 0, np.where(rows < pop, 1, 2))
-            v0 = rng.uniform(c.v_reset, c.v_th, chunk * c.n_neurons).astype(F32) if c.rand_init_v \
-                else np.full(chunk * c.n_neurons, c.v_reset, F32)
-            out = self.sim.run_chunk(L, L.member_values(lo, chunk), v0, member, mean, scale, rng)
-            valid = member < 2
-            hi = lo + int(valid.sum())
-            fitness[lo:hi], episodes[lo:hi] = out["fitness"][valid], out["episodes"][valid]
-            spikes[lo:hi] = out["spikes"][valid]
-            sampled = member == 0
-            for k in spike_mode:  # spike mode: this chunk's sampled members' eligibilities and counts
-                g, size = L.groups[k], L.p[k].size
-                for acc, var in zip(elig[k], (g.elig, g.n_spk)):
-                    acc[lo:lo + int(sampled.sum())] = np.asarray(var[:], F32).reshape(chunk, size)[sampled]
-            n_train, n_eval = int((member == 0).sum()), int((member == 1).sum())
-            env_steps += int(out["steps"][0]) * n_train + int(out["steps"][1]) * n_eval
-            t_eval = max(t_eval, int(out["steps"][1]) if n_eval else 0)
-            obs_n += int(out["steps"][0]) * n_train
-            obs_s, obs_sq = obs_s + out["obs_sum"], obs_sq + out["obs_sq"]
-        sim_s = time.perf_counter() - t0
-        train, ev = fitness[:cfg.train_size], fitness[cfg.train_size:]
-        p_used = dict(L.p)
-        L.end_trial(train, eligibility=elig or None)
-        ms = max(t_eval, 1) * c.substeps * c.dt * c.n_neurons
-        new_state = {"generation": np.int64(gen + 1), "env_steps": np.int64(int(state["env_steps"]) + env_steps),
-                     "p": L.p, "opt": L.opt_state,
-                     "shaping": {k: np.float64(v) for k, v in L.shaping_state.items()},
-                     "norm": update_norm(state["norm"], cfg.obs_norm, obs_n, obs_s, obs_sq)}
-        record = {
-            "iteration": gen + 1,
-            "env_steps": int(new_state["env_steps"]),
-            "train_score": float(train.mean()),
-            "eval_score": float(ev.mean()),
-            "train_max": float(train.max()),
-            "eval_min": float(ev.min()),
-            "episodes": int(episodes[:cfg.train_size].sum()),
-            "spikes_per_ms": float(spikes[cfg.train_size:].mean() / ms),
-            "sim_s": sim_s,
-        }
-        if not self._compile_reported:
-            record["compile_s"] = self.sim.compile_s
-            self._compile_reported = True
-        record.update(p_metrics(p_used))
-        return new_state, record
+    def evaluate_deterministic(self, net, key, n, context):  # pragma: no cover - packed into the last chunk
+        raise NotImplementedError("the brian2 evaluator evaluates the deterministic members in the last chunk")
 
-    def finalize(self, state, run_dir):
+    def report(self) -> dict:
+        """Extra record fields: the compile time, in the first generation's row."""
+        if self._compile_reported:
+            return {}
+        self._compile_reported = True
+        return {"compile_s": self.sim.compile_s}
+
+    def close(self):
         if isinstance(self.sim, StandaloneSim):
             self.sim.close()
-        return p_finalize(self._p_shaped(state["p"]), run_dir)
-

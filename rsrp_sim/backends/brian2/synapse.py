@@ -21,6 +21,7 @@ copy, and the learner keeps one ``p`` per logical synapse, shared by all copies:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -120,14 +121,61 @@ class RSRPSynapses(b2.Synapses):
         return self.n_logical
 
 
+def release_values(mode: str, kinds: np.ndarray, p=None, z=None, det=None, fixed=None) -> dict[str, np.ndarray]:
+    """The per-synapse values of one group for a set of member slots, laid out copy by copy.
+
+    ``kinds``: one entry per slot, 0 sampled member, 1 deterministic member, 2 padding (nothing
+    released).  ``mode``: ``trial`` (``z``: the sampled slots' release patterns, in order; ``p``,
+    optional, is written too),
+    ``spike`` (sampled slots release with probability ``p`` at every spike; eligibilities zeroed)
+    or ``fixed`` (every live slot releases ``fixed``).  ``det``: the deterministic network's mask.
+    """
+    kinds = np.asarray(kinds)
+    live = (kinds < 2)[:, None]
+    if mode == "fixed":
+        rel = np.where(live, np.asarray(fixed, np.float32).ravel()[None, :], np.float32(0)).astype(np.float32).ravel()
+        return {"p": rel.copy(), "release": rel}
+    det = np.asarray(det, np.float32).ravel()
+    table = np.zeros((len(kinds), det.size), np.float32)
+    table[kinds == 1] = det
+    if mode == "trial":
+        table[kinds == 0] = np.asarray(z, np.float32).reshape(-1, det.size)
+        out = {"release": table.ravel()}
+        if p is not None:  # the group's own p (unused by trial release; kept for the user to read)
+            out["p"] = np.where(live, np.asarray(p, np.float32).ravel()[None, :], np.float32(0)).astype(np.float32).ravel()
+        return out
+    p = np.asarray(p, np.float32).ravel()
+    table[kinds == 0] = p
+    zeros = np.zeros(len(kinds) * p.size, np.float32)
+    return {"p": table.ravel(), "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
+
+
+def write_values(groups: dict, values: dict):
+    """Write per-synapse values ``{group: {variable: array}}`` into the synapses (runtime devices)."""
+    for name, vals in values.items():
+        g = groups[name]
+        for var, v in vals.items():
+            g.variables[var].set_value(np.asarray(v, dtype=g.variables[var].dtype))
+
+
+def run_args(groups: dict, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
+    """``device.run(run_args=...)`` entries for per-synapse values (standalone devices)."""
+    return {getattr(groups[name], var): v for name, vals in values.items()
+            for var, v in vals.items() if var in variables}
+
+
 class RSRPLearner:
     """Between-trial RSRP learning for one or more :class:`RSRPSynapses` (see the module docstring).
+
+    The update is the engine's :class:`~rsrp_sim.engine.population.RSRP` strategy (the one copy of
+    the rule): this class lays its release patterns out over the network's copies and reads the
+    spike-mode eligibilities back.
 
     ``synapses``: one group, or a dict ``name -> group`` (all with the same number of copies).
     ``fixed``: names of groups whose ``release`` is fixed (e.g. a frozen reservoir, set with
     :meth:`set_fixed`); they are not learned.  ``shaping``/``shaping_kw``: the reward transform
-    (:func:`rsrp_sim.shaping.shape`); use ``'baseline'`` or ``'raw'`` for a single network (N = 1)
-    learning over successive trials.  ``optimizer``/``lr``: see :func:`rsrp_sim.rule.make_optimizer`.
+    (:func:`rsrp_sim.core.shaping.shape`); use ``'baseline'`` or ``'raw'`` for a single network (N = 1)
+    learning over successive trials.  ``optimizer``/``lr``: see :func:`rsrp_sim.core.rule.make_optimizer`.
     ``n_members``: population size when it exceeds the copies in the network (the population is
     then simulated chunk by chunk with :meth:`member_values`); defaults to the number of copies.
     """
@@ -135,6 +183,8 @@ class RSRPLearner:
     def __init__(self, synapses, lr: float = 0.15, optimizer: str = "adam", shaping: str = "centered_rank",
                  eps: float = rule.EPS, seed: int | None = 0, weight_decay: float = 0.0,
                  shaping_kw: dict | None = None, fixed=(), n_members: int | None = None):
+        from ...engine.population import RSRP
+
         self.groups = dict(synapses) if isinstance(synapses, dict) else {"syn": synapses}
         copies = {g.n_copies for g in self.groups.values()}
         if len(copies) != 1:
@@ -143,22 +193,30 @@ class RSRPLearner:
         self.n_members = self.n_copies if n_members is None else int(n_members)
         self.fixed = set(fixed)
         self.learned = [k for k in self.groups if k not in self.fixed]
-        self.eps = float(eps)
-        self.shaping_name = shaping
-        self.shaping_kw = dict(shaping_kw or {})
         self.rng = np.random.default_rng(seed)
-        self.opt = rule.make_optimizer(optimizer, lr, weight_decay=weight_decay)
-        self.p = {k: rule.init_p(self.groups[k].logical_size(), self.groups[k].p_init) for k in self.learned}
-        self.opt_state = self.opt.init(self.p)
-        self.shaping_state = {k: float(v) for k, v in shaping_lib.init_state().items()}
+        shapes = {k: (self.groups[k].logical_size(),) for k in self.learned}
+        self.strategy = RSRP(shapes, lr=lr, optimizer=optimizer, weight_decay=weight_decay, eps=eps,
+                             release={k: self.groups[k].mode for k in self.learned},
+                             shaping=shaping_lib.Transform(shaping, **(shaping_kw or {})))
+        st = self.strategy.init(None)
+        p = {k: rule.init_p(shapes[k], self.groups[k].p_init) for k in self.learned}
+        self.search = dataclasses.replace(st, p=p, opt=self.strategy.opt.init(p))
         self.z: dict[str, np.ndarray] = {}
         self.fixed_release: dict[str, np.ndarray] = {}
         self.n_eval = 0
-        self._update = None
 
     @property
     def n_train(self) -> int:
         return self.n_members - self.n_eval
+
+    @property
+    def p(self) -> dict[str, np.ndarray]:
+        """The release probabilities per logical synapse of every learned group."""
+        return {k: np.asarray(v, np.float32) for k, v in self.search.p.items()}
+
+    @property
+    def shaping_state(self) -> dict:
+        return dict(self.search.shaping)
 
     # ------------------------------------------------------------------ per-trial values
     def set_fixed(self, name: str, release):
@@ -174,10 +232,8 @@ class RSRPLearner:
         if self.n_members - n_eval < 1:
             raise ValueError(f"n_eval={n_eval} leaves no sampled member out of {self.n_members}")
         self.n_eval = int(n_eval)
-        rng = self.rng if rng is None else rng
-        for name in self.learned:
-            if self.groups[name].mode == "trial":
-                self.z[name] = np.asarray(rule.sample_release(rng, self.p[name], n=self.n_train))
+        members = self.strategy.ask(self.search, self.rng if rng is None else rng, self.n_train)
+        self.z = {k: np.asarray(v) for k, v in members.batched.items()}
 
     def member_values(self, start: int = 0, count: int | None = None) -> dict[str, dict[str, np.ndarray]]:
         """Per-synapse values ``{group: {variable: array}}`` of members ``start .. start+count-1``.
@@ -189,42 +245,26 @@ class RSRPLearner:
         """
         count = self.n_copies if count is None else int(count)
         rows = np.arange(start, start + count)
-        kind = np.where(rows < self.n_train, 0, np.where(rows < self.n_members, 1, 2))  # sampled/eval/pad
+        kinds = np.where(rows < self.n_train, 0, np.where(rows < self.n_members, 1, 2))
         out = {}
         for name, g in self.groups.items():
             if name in self.fixed:
-                rel = self.fixed_release.get(name)
-                if rel is None:
+                if name not in self.fixed_release:
                     raise ValueError(f"group {name!r} is fixed but set_fixed() was not called")
-                rel = np.where((kind < 2)[:, None], rel[None, :], np.float32(0)).astype(np.float32).ravel()
-                out[name] = {"p": rel.copy(), "release": rel}
+                out[name] = release_values("fixed", kinds, fixed=self.fixed_release[name])
                 continue
             p = self.p[name]
-            det = rule.deterministic_mask(p).astype(np.float32)
-            table = np.zeros((count, p.size), np.float32)
-            table[kind == 1] = det
-            if g.mode == "trial":
-                sampled = rows[kind == 0]
-                table[kind == 0] = self.z[name][sampled]
-                pv = np.where((kind < 2)[:, None], p[None, :], np.float32(0)).astype(np.float32)
-                out[name] = {"p": pv.ravel(), "release": table.ravel()}
-            else:
-                table[kind == 0] = p
-                zeros = np.zeros(count * p.size, np.float32)
-                out[name] = {"p": table.ravel(), "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
+            z = self.z[name][rows[kinds == 0]] if g.mode == "trial" else None
+            out[name] = release_values(g.mode, kinds, p=p, z=z, det=rule.deterministic_mask(p))
         return out
 
     def write(self, values: dict):
         """Write :meth:`member_values` into the synapses (runtime devices)."""
-        for name, vals in values.items():
-            g = self.groups[name]
-            for var, v in vals.items():
-                g.variables[var].set_value(np.asarray(v, dtype=g.variables[var].dtype))
+        write_values(self.groups, values)
 
     def run_args(self, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
         """``device.run(run_args=...)`` entries for :meth:`member_values` (standalone devices)."""
-        return {getattr(self.groups[name], var): v for name, vals in values.items()
-                for var, v in vals.items() if var in variables}
+        return run_args(self.groups, values, variables)
 
     def begin_trial(self, n_eval: int = 0, rng=None):
         """:meth:`new_trial`, then write every copy's values into the synapses (runtime devices)."""
@@ -234,59 +274,34 @@ class RSRPLearner:
         return values
 
     # ------------------------------------------------------------------ the update
-    def gradient(self, rewards, eligibility=None, block: int = 1024):
-        """Natural-gradient estimate from the last trial's rewards (one per sampled member).
-
-        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the sampled members
-        (read from the synapses when omitted).  Trial mode sums over blocks of ``block`` members
-        (:func:`rule.natural_gradient_sum`) to bound memory.  Returns ``(grad, shaped)``.
-        """
-        f = np.asarray(rewards, dtype=np.float32).ravel()
-        n_train = self.n_train
-        if f.size != n_train:
-            raise ValueError(f"expected {n_train} rewards (one per sampled member), got {f.size}")
-        if not np.all(np.isfinite(f)):
-            bad = int(np.flatnonzero(~np.isfinite(f))[0])
-            raise UserError(f"non-finite reward {f[bad]} for population member {bad}; rewards must be finite")
-        shaped, self._next_shaping = shaping_lib.shape(f, self.shaping_name, self.shaping_state, **self.shaping_kw)
-        shaped = np.asarray(shaped, np.float32)
-        grad = {}
-        for name in self.learned:
-            g, p = self.groups[name], self.p[name]
-            if g.mode == "trial":
-                sum_rz, sum_r = 0.0, 0.0
-                for lo in range(0, n_train, block):
-                    rz, r = rule.natural_gradient_sum(shaped[lo:lo + block], self.z[name][lo:lo + block], p)
-                    sum_rz, sum_r = sum_rz + rz, sum_r + r
-                grad[name] = np.asarray(rule.finish_natural_gradient(sum_rz, sum_r, p, n_train), np.float32)
-            else:
-                if eligibility is not None and name in eligibility:
-                    e, cnt = eligibility[name]
-                else:
-                    e, cnt = g.elig[:], g.n_spk[:]
-                e = np.asarray(e, np.float32).reshape(-1, p.size)[:n_train]
-                cnt = np.asarray(cnt, np.float32).reshape(-1, p.size)[:n_train]
-                grad[name] = np.asarray(rule.spike_gradient(shaped, e, cnt), np.float32)
-        return grad, shaped
+    def _eligibility(self, eligibility):
+        out = {}
+        for name in self.strategy.spike_groups:
+            g, size = self.groups[name], self.p[name].size
+            e, cnt = eligibility[name] if eligibility is not None and name in eligibility else (g.elig[:], g.n_spk[:])
+            out[name] = (np.asarray(e, np.float32).reshape(-1, size)[:self.n_train],
+                         np.asarray(cnt, np.float32).reshape(-1, size)[:self.n_train])
+        return out
 
     def end_trial(self, rewards, eligibility=None):
-        """Shape the rewards, estimate the gradient and update ``p`` (:func:`rule.apply_update`)."""
-        grad, _ = self.gradient(rewards, eligibility)
-        if self._update is None:  # one compiled function instead of many eagerly compiled JAX ops
-            import jax
+        """Shape the rewards (one per sampled member), estimate the gradient and update ``p``.
 
-            opt, eps = self.opt, self.eps
-            self._update = jax.jit(lambda p, g, s: rule.apply_update(p, g, opt, s, eps))
-        p, self.opt_state = self._update(self.p, grad, self.opt_state)
-        self.p = {k: np.asarray(v, np.float32) for k, v in p.items()}
-        self.shaping_state = self._next_shaping
-        return grad
+        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the sampled members
+        (read from the synapses when omitted).  Returns the gradient.
+        """
+        f = np.asarray(rewards, dtype=np.float32).ravel()
+        if f.size != self.n_train:
+            raise ValueError(f"expected {self.n_train} rewards (one per sampled member), got {f.size}")
+        from ...engine.population import Members
+
+        members = Members({k: self.z[k] for k in self.z}, {}, self.n_train)
+        self.search, grad = self.strategy.tell(self.search, f, members=members, eligibility=self._eligibility(eligibility))
+        return {k: np.asarray(v, np.float32) for k, v in grad.items()}
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict:
-        return {"p": dict(self.p), "opt": self.opt_state, "shaping": dict(self.shaping_state)}
+    def state(self):
+        """The learner's state (release probabilities, optimiser, reward statistics)."""
+        return self.search
 
-    def load_state(self, state: dict):
-        self.p = {k: np.asarray(v, np.float32) for k, v in state["p"].items()}
-        self.opt_state = state["opt"]
-        self.shaping_state = {k: float(v) for k, v in state["shaping"].items()}
+    def load_state(self, state):
+        self.search = state

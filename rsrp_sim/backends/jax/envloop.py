@@ -17,7 +17,9 @@ the bookkeeping.  Everything is a pure function of arrays, used two ways:
 """
 from __future__ import annotations
 
+import weakref
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +62,28 @@ def init(env, k_reset, k_loop, n, pool_keys=None):
 BOOKKEEPING = ("t", "key", "ep_ret", "ret_sum", "n_ep", "obs_sum", "obs_sq")
 
 
+class Transition(NamedTuple):
+    """What one step of C environments gave: rewards, and which episodes ended and how
+    (``terminated``: a terminal state; ``truncated``: the time limit), with the observation each
+    environment reached before a reset replaced it (``final_obs``, for bootstrapping)."""
+
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+
+    @property
+    def done(self):
+        return self.terminated | self.truncated
+
+    def masked(self, active):
+        """The transition where ``active`` (a scalar), else nothing happened."""
+        return Transition(jnp.where(active, self.reward, 0.0), self.terminated & active, self.truncated & active,
+                          self.final_obs)
+
+
 def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
-    """One step of every environment; finished ones are reset.  Returns ``(ls, reward, done)``.
+    """One step of every environment; finished ones are reset.  Returns ``(ls, transition)``.
 
     ``restart`` (traced bool, with ``reset_key``): instead, reset every environment with
     ``reset_key`` and leave the bookkeeping as it is -- how the stepped kernels start a loop
@@ -69,8 +91,10 @@ def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
     """
     n = ls["obs"].shape[0]
     key, k_step, k_res = jax.random.split(ls["key"], 3)
-    obs2, st2, rew, done = jax.vmap(env.step)(jax.random.split(k_step, n), ls["env_state"], action)
+    obs2, st2, rew, term, trunc = jax.vmap(env.step)(jax.random.split(k_step, n), ls["env_state"], action)
     rew = rew.astype(jnp.float32)
+    obs2 = obs2.astype(jnp.float32)
+    done = term | trunc
     if restart is not None:
         k_res = jnp.where(restart, reset_key, k_res)
         done = done | restart
@@ -78,17 +102,18 @@ def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
     obs_r, st_r = reset_batch(env, k_res, n, pool_keys)
     new = dict(
         t=ls["t"] + 1, key=key,
-        obs=jnp.where(done[:, None], obs_r, obs2.astype(jnp.float32)),
+        obs=jnp.where(done[:, None], obs_r, obs2),
         env_state=where_tree(done, st_r, st2),
         ep_ret=jnp.where(done, 0.0, ret),
         ret_sum=ls["ret_sum"] + jnp.where(done, ret, 0.0),
         n_ep=ls["n_ep"] + done.astype(jnp.int32),
         obs_sum=ls["obs_sum"] + ls["obs"].sum(0),
         obs_sq=ls["obs_sq"] + (ls["obs"] ** 2).sum(0))
+    step = Transition(rew, term, trunc, obs2)
     if restart is not None:
         new.update(freeze(restart, {k: ls[k] for k in BOOKKEEPING}, {k: new[k] for k in BOOKKEEPING}))
-        rew = jnp.where(restart, 0.0, rew)
-    return new, rew, done
+        step = step.masked(~restart)
+    return new, step
 
 
 def until_first_episode(env, ls):
@@ -105,8 +130,8 @@ def mean_return(ls):
 # ----------------------------------------------------------------------------- compiled kernels
 def _kernel(env, ls, action, pool_keys, until_first, restart, reset_key):
     active = jnp.logical_not(until_first) | until_first_episode(env, ls) | restart
-    new, rew, done = advance(env, ls, action, pool_keys, restart, reset_key)
-    return freeze(active, new, ls), rew, done & active
+    new, step = advance(env, ls, action, pool_keys, restart, reset_key)
+    return freeze(active, new, ls), step.masked(active)
 
 
 class _Kernels:
@@ -146,10 +171,12 @@ class _Kernels:
         return self._kernel(ls, action, pool_keys, True, False, self._no_key)
 
 
+_KERNELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def kernels(env) -> _Kernels:
-    """The environment's compiled kernels (memoised on the environment object)."""
-    k = getattr(env, "_rsrp_kernels", None)
+    """The environment's compiled kernels, one set per environment object while it lives."""
+    k = _KERNELS.get(env)
     if k is None:
-        k = _Kernels(env)
-        env._rsrp_kernels = k
+        k = _KERNELS[env] = _Kernels(env)
     return k

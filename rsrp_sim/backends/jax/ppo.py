@@ -12,7 +12,9 @@ are normalised by a running mean/std; rewards are scaled (``reward_scale``) and,
 control, divided by the running std of the discounted return (``reward_norm``).  Discrete actions
 use a categorical head; continuous ones a tanh-squashed diagonal Gaussian with a state-independent
 std (``softplus(param) + 1e-3``), whose entropy is estimated from a reparameterised sample.
-A step cut by the time limit is treated as terminal (as in the published code).
+A segment cut by the time limit is bootstrapped: the reward of a truncated step gets ``gamma
+V(s_final)`` (``truncation=bootstrap``, the default); ``truncation=terminal`` treats the time limit
+as a terminal state, as the published code did (the ``paper`` presets).
 
 One *iteration* (a row of ``metrics.csv``) is ``updates_per_iteration`` updates followed by a greedy
 evaluation (argmax / tanh(mean)) on ``eval_episodes`` parallel episodes.  Cheap environments run the
@@ -70,6 +72,7 @@ class PPOConfig:
     reward_scale: float = 0.01
     reward_norm: bool = False
     eval_episodes: int = 10
+    truncation: Literal["bootstrap", "terminal"] = "bootstrap"  # time limit: bootstrap V, or terminal
     checkpoint_every: int = 1
 
     def validate(self):
@@ -248,10 +251,18 @@ class PPOLSTM(Method):
         rec = {"obs": obs, "raw_obs": ls["obs"], "first": st["first"], "act": act, "logp": logp, "value": value}
         return carry, env_act, rec
 
-    def _post(self, st, carry, rec, rew, done):
-        rew = rew * self.config.reward_scale
-        disc = st["disc_ret"] * self.config.gamma * (1.0 - st["first"].astype(jnp.float32)) + rew
-        rec = dict(rec, reward=rew, done=done, disc_ret=disc)
+    def _post(self, params, st, carry, rec, step):
+        cfg = self.config
+        rew = step.reward * cfg.reward_scale
+        done = step.done
+        disc = st["disc_ret"] * cfg.gamma * (1.0 - st["first"].astype(jnp.float32)) + rew
+        # a truncated episode did not end: its last reward is followed by gamma V(s_final)
+        boot = jnp.zeros_like(rew)
+        if cfg.truncation == "bootstrap":
+            final = self._normalize(step.final_obs, st["obs_stats"])
+            _, _, v_final = self.net.apply(params, carry, final, jnp.zeros_like(done))
+            boot = jnp.where(step.truncated, cfg.gamma * v_final, 0.0)
+        rec = dict(rec, reward=rew, done=done, disc_ret=disc, bootstrap=boot)
         return dict(st, carry=carry, first=done, disc_ret=disc), rec
 
     def _finish(self, params, st, ls, recs):
@@ -264,6 +275,7 @@ class PPOLSTM(Method):
         if cfg.reward_norm:
             ret_stats = _welford(ret_stats, recs["disc_ret"].reshape(-1, 1))
             rewards = rewards / jnp.sqrt(ret_stats["var"][0] + NORM_EPS)
+        rewards = rewards + recs["bootstrap"]  # the value net's units (after normalisation)
         adv, ret = gae(rewards, recs["value"], recs["done"], last_v, cfg.gamma, cfg.gae_lambda)
         obs_stats = st["obs_stats"]
         if cfg.obs_norm == "running":
@@ -334,8 +346,8 @@ class PPOLSTM(Method):
         def step(c, k):
             st, ls = c
             carry, env_act, rec = self._act(params, st, ls, k)
-            ls, rew, done = envloop.advance(self.env, ls, env_act)
-            st, rec = self._post(st, carry, rec, rew, done)
+            ls, step = envloop.advance(self.env, ls, env_act)
+            st, rec = self._post(params, st, carry, rec, step)
             return (st, ls), rec
 
         (st, ls), recs = jax.lax.scan(step, (st, st["loop"]), jax.random.split(k_col, self.config.horizon))
@@ -359,8 +371,8 @@ class PPOLSTM(Method):
         recs = []
         for k in jax.random.split(k_col, self.config.horizon):
             carry, env_act, rec = self._act_fn(params, run, ls, k)
-            ls, rew, done = kern.advance(ls, env_act, None)
-            run, rec = self._post_fn(run, carry, rec, rew, done)
+            ls, step = kern.advance(ls, env_act, None)
+            run, rec = self._post_fn(params, run, carry, rec, step)
             recs.append(rec)
         recs = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *recs)
         fin, batch = self._finish_fn(params, dict(run, ret_stats=st["ret_stats"]), ls, recs)
@@ -385,8 +397,8 @@ class PPOLSTM(Method):
         def body(c):
             carry, first, ls = c
             carry, out, _ = self.net.apply(params, carry, self._normalize(ls["obs"], obs_stats), first)
-            ls, _, done = envloop.advance(self.env, ls, self._greedy(out))
-            return carry, done, ls
+            ls, step = envloop.advance(self.env, ls, self._greedy(out))
+            return carry, step.done, ls
 
         _, _, ls = jax.lax.while_loop(lambda c: envloop.until_first_episode(self.env, c[2]), body,
                                       (*self._eval_carry(n), ls))
@@ -401,7 +413,8 @@ class PPOLSTM(Method):
         while bool(envloop.until_first_episode(self.env, ls)):
             for _ in range(envloop.CHECK_EVERY):
                 carry, act = self._greedy_fn(params, carry, first, ls, obs_stats)
-                ls, _, first = kern.advance_until_first(ls, act, None)
+                ls, step = kern.advance_until_first(ls, act, None)
+                first = step.done
         return envloop.mean_return(ls), ls["t"]
 
     # ------------------------------------------------------------------ iteration

@@ -88,12 +88,14 @@ class SNN:
                 for kk, (k, s) in zip(keys, shapes.items())}
 
     def prepare(self, params):
-        """Turn one network's masks (bool) or weights (float) into the arrays :meth:`step` uses."""
-        net = {"in": params["in"].astype(jnp.float32), "out": params["out"].astype(jnp.float32)}
-        if self.spike_impl == "bitpack":
-            net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
-        else:
-            net["h"] = params["h"].astype(jnp.float32)
+        """Turn one network's masks (bool) or weights (float) -- all of ``in``, ``h``, ``out`` or
+        some of them -- into the arrays :meth:`step` uses."""
+        net = {k: params[k].astype(jnp.float32) for k in ("in", "out") if k in params}
+        if "h" in params:
+            if self.spike_impl == "bitpack":
+                net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
+            else:
+                net["h"] = params["h"].astype(jnp.float32)
         return net
 
     # ------------------------------------------------------------------ dynamics

@@ -12,7 +12,7 @@ as the reference does.
 
 Held-out scores use a frozen network (plasticity and theta adaptation off, no normalisation) and the
 labels from training responses only: the validation split every ``eval_every`` iterations
-(``eval_score``; ``eval_size`` examples of it), the test split once at the end (``test_score``).
+(``eval_score``; ``eval_examples`` examples of it), the test split once at the end (``test_score``).
 Plots at the end: the learned receptive fields (input weights as a grid of images) and the
 histogram of neuron labels.
 
@@ -33,7 +33,8 @@ import numpy as np
 from ... import data as datalib
 from ...core import models
 from ...infra.errors import UserError
-from ...engine.method import Method
+from ...core.rewards import confusion_counts
+from ...engine.method import Figure, Finished, Method
 from .dc_readout import assign_labels, predict
 
 if importlib.util.find_spec("neuron") is None:  # fail at selection time (the protocol prints an install hint)
@@ -55,7 +56,7 @@ class DCConfig:
     examples_per_iteration: int = 500
     label_window: int = 1000  # most recent training responses used to label the neurons
     eval_every: int = 1  # iterations between validation scores
-    eval_size: int = -1  # validation examples scored each time; -1: the whole split
+    eval_examples: int = -1  # validation examples scored each time; -1: the whole split
     checkpoint_every: int = 1
     model: str = "diehl_cook"
     model_overrides: dict = dataclasses.field(default_factory=dict)
@@ -66,8 +67,8 @@ class DCConfig:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.n_exc < 0:
             raise UserError(f"n_exc must be >= 1 (or 0 for the model's), got {self.n_exc}")
-        if self.eval_size == 0 or self.eval_size < -1:
-            raise UserError(f"eval_size must be >= 1 (or -1 for the whole validation split), got {self.eval_size}")
+        if self.eval_examples == 0 or self.eval_examples < -1:
+            raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), got {self.eval_examples}")
 
 
 class DiehlCook(Method):
@@ -138,8 +139,8 @@ class DiehlCook(Method):
     def score(self, state, split: str) -> tuple[float, np.ndarray, np.ndarray]:
         """Accuracy, predictions and true labels of the frozen network on the ``val`` or ``test`` split."""
         x, y = getattr(self.ds, f"x_{split}"), getattr(self.ds, f"y_{split}")
-        if split == "val" and self.config.eval_size > 0:
-            x, y = x[:self.config.eval_size], y[:self.config.eval_size]
+        if split == "val" and self.config.eval_examples > 0:
+            x, y = x[:self.config.eval_examples], y[:self.config.eval_examples]
         if len(y) == 0:
             return float("nan"), np.zeros(0, np.int64), y
         r, _ = self.responses(state, x, EVAL_STREAM + (0 if split == "val" else 1))
@@ -198,26 +199,23 @@ class DiehlCook(Method):
             self._net.close()
             self._net = None
 
-    def finalize(self, state, run_dir):
-        from ...analysis import plots
-
+    def finalize(self, state) -> Finished:
         acc, pred, y = self.score(state, "test")
         self.close()
-        counts = np.zeros((self.n_classes, self.n_classes), np.int64)
-        ok = pred >= 0
-        np.add.at(counts, (y[ok], pred[ok]), 1)
-        plots.confusion_matrix(counts, run_dir / "plots" / "confusion_test.png",
-                               title=f"{self.ds.name} test split, stdp-dc (frozen)")
+        counts = confusion_counts(y, pred, self.n_classes)
         h, w = self.ds.shape[:2]
-        plots.weight_grid(np.asarray(state["weights"]).reshape(self.n_exc, h, w),
-                          run_dir / "plots" / "receptive_fields.png",
-                          title=f"stdp-dc input weights, {self.n_exc} excitatory neurons",
-                          labels=np.asarray(state["assignments"]))
-        plots.assignment_histogram(np.asarray(state["assignments"]), self.n_classes,
-                                   run_dir / "plots" / "assignments.png",
-                                   title=f"stdp-dc neuron labels ({self.n_exc} excitatory neurons)")
-        return {"test_score": acc, "test_size": int(len(y)), "val_size": int(len(self.ds.y_val)),
-                "train_size": int(len(self.ds.y_train)), "data_source": self.ds.source,
-                "n_exc": self.n_exc, "n_inputs": self.n_in, "confusion_test": counts.tolist(),
-                "labels_per_class": np.bincount(np.asarray(state["assignments"]) + 1,
-                                                minlength=self.n_classes + 1).tolist()}
+        assignments = np.asarray(state["assignments"])
+        figures = [
+            Figure("confusion_matrix", "confusion_test.png",
+                   {"counts": counts, "title": f"{self.ds.name} test split, stdp-dc (frozen)"}),
+            Figure("weight_grid", "receptive_fields.png",
+                   {"weights": np.asarray(state["weights"]).reshape(self.n_exc, h, w),
+                    "title": f"stdp-dc input weights, {self.n_exc} excitatory neurons", "labels": assignments}),
+            Figure("assignment_histogram", "assignments.png",
+                   {"assignments": assignments, "n_classes": self.n_classes,
+                    "title": f"stdp-dc neuron labels ({self.n_exc} excitatory neurons)"})]
+        return Finished({"test_score": acc, "test_size": int(len(y)), "val_size": int(len(self.ds.y_val)),
+                         "train_size": int(len(self.ds.y_train)), "data_source": self.ds.source,
+                         "n_exc": self.n_exc, "n_inputs": self.n_in, "confusion_test": counts.tolist(),
+                         "labels_per_class": np.bincount(assignments + 1, minlength=self.n_classes + 1).tolist()},
+                        figures)

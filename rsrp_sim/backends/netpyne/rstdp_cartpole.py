@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ...infra.errors import UserError
-from ...engine.method import Method
+from ...engine.method import Figure, Finished, Method
 from ...core import models
 from .rstdp_io import UNDECIDED, Critic, Encoder, decide
 
@@ -316,10 +316,7 @@ class RSTDPCartPole(Method):
         return float(fn(state["recent"][:k][-n:])) if k else math.nan
 
     # ------------------------------------------------------------------ end of run
-    def finalize(self, state, run_dir) -> dict[str, Any]:
-        from ...analysis import plots
-
-        plots_dir = run_dir / "plots"
+    def finalize(self, state) -> Finished:
         init = self.init_state()["weights"]
         motor = self.model["motor_pop"]
         to_motor = [c.replace("-", "->") for c in self.model["plastic"] if c.endswith(f"-{motor}")]
@@ -328,13 +325,16 @@ class RSTDPCartPole(Method):
                  2: ", ".join(others)}
         groups = {names[g]: (init[self.net.group == g], state["weights"][self.net.group == g])
                   for g in (2, 0, 1) if (self.net.group == g).any()}
-        plots.weight_histogram(groups, plots_dir / "weights.png", title="R-STDP plastic weights (initial vs final)")
+        figures = [Figure("weight_histogram", "weights.png",
+                          {"groups": groups, "title": "R-STDP plastic weights (initial vs final)"})]
         ev = self.evaluate(state, 1, record=True, stop_ms=self.config.raster_ms)
         if ev.spikes:
             t = np.concatenate([s[0] for s in ev.spikes])
             g = np.concatenate([s[1] for s in ev.spikes])
-            plots.raster(t, g, {p: self.net.pop_gids[p] for p in self.model["populations"]}, plots_dir / "raster.png",
-                         title=f"R-STDP CartPole, frozen network after {int(state['episodes'])} episodes "
-                               f"(test episode: {ev.steps} steps)")
-        return {"mean50": self._recent_stat(state, 50, np.mean), "median21": self._recent_stat(state, 21, np.median),
-                "episodes": int(state["episodes"])}
+            figures.append(Figure("raster", "raster.png", {
+                "times": t, "gids": g, "groups": {p: self.net.pop_gids[p] for p in self.model["populations"]},
+                "title": f"R-STDP CartPole, frozen network after {int(state['episodes'])} episodes "
+                         f"(test episode: {ev.steps} steps)"}))
+        return Finished({"mean50": self._recent_stat(state, 50, np.mean),
+                         "median21": self._recent_stat(state, 21, np.median),
+                         "episodes": int(state["episodes"])}, figures)

@@ -24,16 +24,17 @@ from .sharding import shard_members
 class Rollout:
     """Population evaluation: ``rollout(nets, key, pool_keys, obs_mean, obs_scale, n_members) -> dict``.
 
-    ``shared_net=True`` evaluates one network (e.g. the deterministic eval network) in C
-    environments; ``nets`` then has no member axis and ``n_members`` gives C.
+    ``nets = (batched, shared)``: prepared parameters with a leading member axis, and parameters
+    every member shares (a frozen reservoir; the whole network when one network, e.g. the
+    deterministic eval network, is run in ``n_members`` environments).
     ``pool_keys`` (C, 2): reset keys of a fixed initial-state pool, or ``None`` for fresh states.
     ``block > 1`` steps the networks in sequential blocks of that many members, so each block's
     weights stay in cache over the substeps (about 2x on CPU for real-valued per-member weights;
     same results, since members are independent).
     """
 
-    def __init__(self, env, snn, shared_net: bool = False, block: int = 0):
-        self.env, self.snn, self.shared, self.block = env, snn, shared_net, block
+    def __init__(self, env, snn, block: int = 0):
+        self.env, self.snn, self.block = env, snn, block
         self.stepped = bool(getattr(env, "stepped", False))
         self._fn = jax.jit(self._rollout, static_argnames=("n_members",))
         self._start = jax.jit(self._init_policy, static_argnames=("n_members",))
@@ -56,11 +57,12 @@ class Rollout:
         return pol, envloop.init(self.env, k_reset, k_loop, n_members, pool_keys)
 
     def _policy(self, nets, pol, obs, obs_mean, obs_scale):
-        step_net = jax.vmap(self.snn.step, in_axes=(None if self.shared else 0, 0, 0))
+        batched, shared = nets
+        step_net = jax.vmap(lambda b, carry, x: self.snn.step({**b, **shared}, carry, x))
         c = obs.shape[0]
-        if self.block > 1 and not self.shared and c % self.block == 0 and c > self.block:
+        if self.block > 1 and batched and c % self.block == 0 and c > self.block:
             step_net = _blocked(step_net, c, self.block)
-        carry, y, nsp = step_net(nets, pol["carry"], (obs - obs_mean) / obs_scale)
+        carry, y, nsp = step_net(batched, pol["carry"], (obs - obs_mean) / obs_scale)
         action = decode_action(jnp, self.env, y)
         return {"carry": carry, "spikes": pol["spikes"] + nsp.astype(jnp.float32)}, action
 
@@ -84,7 +86,7 @@ class Rollout:
         def body(s):
             pol, ls = s
             pol, action = self._policy(nets, pol, ls["obs"], obs_mean, obs_scale)
-            ls, _, _ = envloop.advance(env, ls, action, pool_keys)
+            ls, _ = envloop.advance(env, ls, action, pool_keys)
             return pol, ls
 
         pol, ls = jax.lax.while_loop(cond, body, self._init(key, pool_keys, n_members))
@@ -98,7 +100,7 @@ class Rollout:
         while True:
             for _ in range(envloop.CHECK_EVERY):
                 pol, action = self._net_step(nets, pol, ls, obs_mean, obs_scale)
-                ls, _, _ = kern.advance_until_first(ls, action, pool_keys)
+                ls, _ = kern.advance_until_first(ls, action, pool_keys)
             if not bool(envloop.until_first_episode(self.env, ls)):
                 break
         return self._result(pol, ls)
