@@ -79,9 +79,9 @@ def run_cli(tmp_path, name, *args):
 
 def test_cli_runtime_numpy_records_plots_and_reservoir(tmp_path, capsys):
     code, out = run_cli(tmp_path, "run", "--device", "runtime", "--method", "rsrp-reservoir", "target=numpy",
-                        "generations=2", "pop_size=12", "eval_size=2", "chunk_size=5", "model.n_neurons=16")
+                        "generations=2", "pop_size=10", "eval_size=2", "chunk_size=5", "model.n_neurons=16")
     assert code == 0
-    assert "cartpole rsrp-reservoir/brian2 seed 0" in capsys.readouterr().out
+    assert "cartpole CartPole-v1 rsrp-reservoir/brian2 seed 0" in capsys.readouterr().out
     rows = (out / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     for field in ("iteration", "env_steps", "wall_s", "train_score", "eval_score", "p_mean", "spikes_per_ms"):
@@ -91,14 +91,15 @@ def test_cli_runtime_numpy_records_plots_and_reservoir(tmp_path, capsys):
     assert summary["backend"] == "brian2" and summary["status"] == "completed"
     assert summary["iterations_done"] == 2 and summary["env_steps"] > 0
     assert (out / "plots" / "learning_curve.png").exists() and (out / "plots" / "p_histogram.png").exists()
-    assert "p['h']" not in np.load(out / "checkpoint.npz").files   # reservoir: h is not learned
+    files = np.load(out / "checkpoint.npz").files   # reservoir: h is frozen, not learned
+    assert "['search'].frozen['h']" in files and "['search'].p['in']" in files and "['search'].p['h']" not in files
 
 
 def test_presets_refine_a_method_per_back_end():
     jax_cfg = PROTOCOL.build_config("rsrp", "jax", "cpu", {})
     b2_cfg = PROTOCOL.build_config("rsrp-reservoir", "brian2", "cpu", {"model_overrides": {"tau_m": 12.0}})
-    assert (jax_cfg.pop_size, jax_cfg.model_overrides["n_neurons"]) == (272, 128)
-    assert (b2_cfg.pop_size, b2_cfg.device, b2_cfg.reservoir) == (68, "runtime", True)
+    assert (jax_cfg.pop_size, jax_cfg.eval_size, jax_cfg.model_overrides["n_neurons"]) == (256, 16, 128)
+    assert (b2_cfg.pop_size, b2_cfg.eval_size, b2_cfg.device, b2_cfg.reservoir) == (64, 4, "runtime", True)
     assert b2_cfg.model_overrides == {"n_neurons": 32, "tau_m": 12.0}   # preset layers, then the override
 
 
@@ -114,55 +115,55 @@ def test_spike_release_mode_collects_each_members_eligibility_across_chunks(devi
     """release_mode=spike: every sampled member's (elig, n_spk) reaches the update in its own row,
     also when the population is simulated in several chunks (standalone: several runs of one binary,
     eligibilities reset through run_args), and the update moves p."""
-    from rsrp_sim.backends.brian2.rl import Brian2RSRPTrainer
-
     cfg = PROTOCOL.build_config("rsrp", "brian2", "cpu", {
-        "release_mode": "spike", "target": "numpy", "pop_size": 12, "eval_size": 2, "chunk_size": 5,
+        "release_mode": "spike", "target": "numpy", "pop_size": 10, "eval_size": 2, "chunk_size": 5,
         "model_overrides": {"n_neurons": 16}, "generations": 1, "device": device,
         "build_dir": str(tmp_path / "build") if device != "runtime" else ""})
-    method = Brian2RSRPTrainer(cfg, seed=0)
-    spikes, captured = [], {}
-    run_chunk, end_trial = method.sim.run_chunk, method.learner.end_trial
+    method = PROTOCOL.method_class(PROTOCOL.method("rsrp"), "brian2")(cfg, seed=0)
+    assert method.evaluator.slots == 7  # a chunk of 5 sampled members + the 2 deterministic ones
+    spikes, captured = [], []
+    run_chunk, evaluate = method.evaluator.sim.run_chunk, method.evaluator.evaluate
 
-    def chunk(learner, values, v0, member, *rest):
-        out = run_chunk(learner, values, v0, member, *rest)
+    def chunk(values, v0, member, *rest):
+        out = run_chunk(values, v0, member, *rest)
         spikes.append(out["spikes"][member == 0])
         return out
 
-    def end(rewards, eligibility=None):
-        captured.update(eligibility)
-        return end_trial(rewards, eligibility)
+    def record(*args, **kw):
+        out = evaluate(*args, **kw)
+        captured.append(out.eligibility)
+        return out
 
-    method.sim.run_chunk, method.learner.end_trial = chunk, end
+    method.evaluator.sim.run_chunk, method.evaluator.evaluate = chunk, record
     state = method.init_state()
     try:
         new_state, _ = method.step(state)
     finally:
+        method.close()
         devices.activate("runtime", target="numpy")
     n = 16
-    e_h, n_h = (a.reshape(10, n, n) for a in captured["h"])
+    assert len(captured) == 2 and set(captured[0]) == {"in", "h"}  # the read-out stays in trial mode
+    e_h, n_h = (np.concatenate([c["h"][i] for c in captured]).reshape(10, n, n) for i in (0, 1))
     per_member = np.concatenate(spikes)                  # each sampled member's total spike count
     assert per_member.shape == (10,) and per_member.min() > 0
     np.testing.assert_array_equal(n_h[:, :, 0].sum(1), per_member)   # row k = member k's presynaptic spikes
-    p_h = state["p"]["h"].reshape(n, n)
+    p_h = np.asarray(state["search"].p["h"])
     assert np.all(np.abs(e_h) <= n_h) and np.all(e_h >= -n_h * p_h[None]) and np.all(e_h <= n_h * (1 - p_h[None]))
-    moved = np.abs(new_state["p"]["h"] - state["p"]["h"])
-    assert moved.max() > 0.01 and moved[n_h.reshape(10, -1).sum(0) == 0].max(initial=0) == 0   # silent: unchanged
+    moved = np.abs(np.asarray(new_state["search"].p["h"]) - p_h)
+    assert moved.max() > 0.01 and moved[n_h.sum(0) == 0].max(initial=0) == 0   # silent synapses: unchanged
 
 
 @pytest.mark.slow
 @needs_cxx
 def test_cpp_standalone_learns_without_recompiling(tmp_path):
     """A small population learns CartPole (fixed seed); generations re-run the same binary."""
-    from rsrp_sim.backends.brian2.rl import Brian2RSRPTrainer
-
     build = tmp_path / "build"
     cfg = PROTOCOL.build_config("rsrp", "brian2", "cpu", {
-        "device": "cpp_standalone", "build_dir": str(build), "pop_size": 68, "eval_size": 4, "chunk_size": 68,
+        "device": "cpp_standalone", "build_dir": str(build), "pop_size": 64, "eval_size": 4, "chunk_size": 64,
         "model_overrides": {"n_neurons": 32}, "generations": 9})
-    method = Brian2RSRPTrainer(cfg, seed=0)
+    method = PROTOCOL.method_class(PROTOCOL.method("rsrp"), "brian2")(cfg, seed=0)
     binary = devices.binary_path(build)
-    assert binary.exists() and method.sim.compile_s > 0
+    assert binary.exists() and method.evaluator.sim.compile_s > 0
     state = method.init_state()
     evals, mtimes = [], []
     for _ in range(cfg.generations):
@@ -201,6 +202,6 @@ def test_cuda_standalone_code_generation_without_gpu(tmp_path):
 def test_cuda_standalone_runs_generations(tmp_path):
     pytest.importorskip("brian2cuda")
     code, out = run_cli(tmp_path, "cuda", "--device", "cuda_standalone", f"build_dir={tmp_path / 'build'}",
-                        "generations=2", "pop_size=36", "eval_size=4", "model.n_neurons=32")
+                        "generations=2", "pop_size=32", "eval_size=4", "model.n_neurons=32")
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["iterations_done"] == 2

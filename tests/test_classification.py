@@ -39,25 +39,42 @@ def test_threefry_bits_match_jax():
     np.testing.assert_allclose(np.asarray(z).mean(0), p, atol=4 * np.sqrt(0.25 / 100_000))
 
 
-def test_rsrp_chunked_gradient_equals_kept_masks(tmp_path):
-    from rsrp_sim.backends.jax.classification import RSRPClassifier
+@pytest.mark.parametrize("chunk", [64, 32])
+def test_rsrp_generation_is_the_rule_on_the_masks_whose_rewards_were_scored(chunk):
+    """One chunk (masks kept) or two (masks regenerated from their keys): the engine's gradient is
+    rule.natural_gradient of the shaped rewards on the masks the evaluator scored, and those rewards are
+    softrecall of the masks' logits on the generation's minibatch."""
+    from rsrp_sim.core import rewards
+    from rsrp_sim.engine.population import generation
+    from rsrp_sim.backends.jax.classifiers import forward
 
-    cfg = get("digits").build_config("rsrp", "jax", "cpu", {"pop_size": 64, "chunk_size": 64})
-    m = RSRPClassifier(cfg, 0)
-    p = {k: jnp.asarray(np.random.default_rng(0).uniform(0.1, 0.9, s), jnp.float32) for k, s in m.shapes.items()}
-    key = jax.random.PRNGKey(3)
-    batch = (m.x_train[:64], m.y_train[:64])
-    fit, acc, masks = m._fitness_keep_fn(p, key, *batch)
-    fit2, _ = m._fitness_fn(p, key, *batch)
-    np.testing.assert_array_equal(fit, fit2)
-    w = jnp.asarray(np.random.default_rng(1).normal(size=64), jnp.float32)
-    kept = m._grad_z_fn(p, masks, w)
-    regen = m._grad_fn(p, key, w)  # the chunked path regenerates the masks from the same key
+    proto = get("digits")
+    cls = proto.method_class(proto.method("rsrp"), "jax")
+    m = cls(proto.build_config("rsrp", "jax", "cpu", {"pop_size": 64, "chunk_size": chunk}), 0)
+    state = m.init_state()
+    seen = []
+
+    class Recording:
+        packs_deterministic = False
+
+        def evaluate(self, members, key, batch, info):
+            seen.append((jax.device_get(members.batched), batch))
+            return m.evaluator.evaluate(members, key, batch, info)
+
+    idx = m.batches(0)
+    batch = (jnp.asarray(m.ds.x_train[idx]), jnp.asarray(m.ds.y_train[idx]))
+    new, res = generation(m.strategy, state["search"], Recording(), state["key"], m.layout, batch)
+    assert len(seen) == 64 // chunk
+    masks = {k: np.concatenate([s[0][k] for s in seen]) for k in seen[0][0]}
+    x = m.ds.normalize(np.asarray(batch[0]), np)
+    for i in (0, 37, 63):
+        logits = forward(m.evaluator.spec, m.evaluator.spec.mask_weights({k: v[i] for k, v in masks.items()}), x)
+        assert rewards.reward("softrecall", np.asarray(logits), np.asarray(batch[1]), 10) == \
+            pytest.approx(float(res.fitness[i]), rel=1e-5)
+    p = state["search"].p
     for k in p:
-        np.testing.assert_allclose(kept[k][0], regen[k][0], rtol=1e-6)
-        expected = rule.natural_gradient(np.asarray(w), np.asarray(masks[k]), np.asarray(p[k]))
-        got = rule.finish_natural_gradient(kept[k][0], kept[k][1], p[k], 64)
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(res.grad[k]), rule.natural_gradient(res.shaped, masks[k], np.asarray(p[k])),
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_rsrp_records_resume_and_chunks(tmp_path):

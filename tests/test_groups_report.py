@@ -16,7 +16,7 @@ from rsrp_sim.protocols.groups import overrides_to_args, parse_seeds
 from rsrp_sim.infra.config import parse_overrides
 from rsrp_sim.infra.records import RunDir
 
-TINY = ["pop_size=34", "eval_size=2", "chunk_size=32", "model.n_neurons=32", "generations=2"]
+TINY = ["pop_size=32", "eval_size=2", "chunk_size=32", "model.n_neurons=32", "generations=2"]
 
 
 def synthetic_run(path, protocol, method, seed, evals, backend="jax", steps_per_it=1000, config=None):
@@ -119,7 +119,7 @@ def test_ablation_runner_tiny(tmp_path, capsys):
     for v in ("centered_rank", "raw"):
         for s in (0, 1):
             cfg = yaml.safe_load((out / v / f"s{s}" / "config.yaml").read_text())
-            assert cfg["config"]["shaping"] == v and cfg["seed"] == s and cfg["config"]["pop_size"] == 34
+            assert cfg["config"]["shaping"] == v and cfg["seed"] == s and cfg["config"]["pop_size"] == 32
     assert (out / "plots" / "compare.png").stat().st_size > 10_000
     with open(out / "table.csv") as f:
         rows = {r["group"]: r for r in csv.DictReader(f)}

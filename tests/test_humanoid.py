@@ -27,6 +27,14 @@ def test_brax_ids_and_errors():
     assert "hopper" in envs.list_envs() and "CartPole-v1" in envs.list_envs()
 
 
+def test_brax_adapter_passes_the_conformance_check():
+    """A cheap Brax task (its step compiles in seconds) through the same adapter as the humanoid."""
+    env = envs.make("inverted_pendulum", max_steps=20)
+    assert env.reward_threshold is None
+    seen = envs.check_env(env)
+    assert seen["steps"] <= 20 and (seen["terminated"] or seen["truncated"])
+
+
 def test_humanoid_presets_build():
     for method in PROTOCOL.methods:
         for preset in ("cpu", "paper"):
@@ -34,9 +42,11 @@ def test_humanoid_presets_build():
             assert cfg.env == "humanoid"
             assert cfg.max_episode_steps == (1000 if preset == "paper" else 200)
     paper = PROTOCOL.build_config("rsrp", "jax", "paper", {})
-    assert (paper.pop_size, paper.generations, paper.lr) == (10240, 2000, 0.15)
+    assert (paper.pop_size + paper.eval_size, paper.generations, paper.lr) == (10240, 2000, 0.15)
     ppo = PROTOCOL.build_config("ppo-lstm", "jax", "paper", {})
     assert (ppo.n_envs, ppo.horizon, ppo.lstm, ppo.lr, ppo.max_grad_norm) == (2048, 16, 128, 3e-4, 0.5)
+    assert ppo.truncation == "terminal"  # the published code treats the time limit as terminal
+    assert PROTOCOL.build_config("ppo-lstm", "jax", "cpu", {}).truncation == "bootstrap"
 
 
 @pytest.mark.slow

@@ -12,9 +12,11 @@ SCRIPT = r"""
 import json, jax, numpy as np
 from rsrp_sim.infra import config as configlib
 from rsrp_sim.backends.jax import sharding
-from rsrp_sim.backends.jax.rl import RSRPTrainer
+from rsrp_sim.backends.jax.rl import SNNRollouts
+from rsrp_sim.engine.rl import RSRPMethod
 from rsrp_sim.envs.cartpole import CartPole
-SMALL = dict(pop_size=24, eval_size=8, chunk_size=8, generations=2, model_overrides={"n_neurons": 16})
+SMALL = dict(pop_size=16, eval_size=8, chunk_size=8, generations=2, model_overrides={"n_neurons": 16})
+M = RSRPMethod.with_evaluator(SNNRollouts)
 
 def two_generations(stepped, shard):
     CartPole.stepped = stepped
@@ -22,16 +24,16 @@ def two_generations(stepped, shard):
     if not shard:
         sharding.member_sharding = lambda n: None
     try:
-        m = RSRPTrainer(configlib.build(RSRPTrainer.Config, ("t", SMALL)), 0)
-        assert m.train_rollout.stepped is stepped
+        m = M(configlib.build(M.Config, ("t", SMALL)), 0)
+        assert m.evaluator.stepped is stepped
         s, recs = m.init_state(), []
         for _ in range(2):
             s, r = m.step(s)
             assert r.pop("env_steps_per_s") > 0
             recs.append(r)
-        devs = len(m._nets_fn(s["params"], s["extra"], jax.random.PRNGKey(1))["in"].sharding.device_set) \
-            if stepped else None
-        return recs, [np.asarray(v).tolist() for v in s["params"].values()], devs
+        members = m.strategy.jitted.ask(s["search"], jax.random.PRNGKey(1), 8)
+        devs = len(m.evaluator._prepare_fn(members)[0]["in"].sharding.device_set) if stepped else None
+        return recs, [np.asarray(v).tolist() for v in s["search"].p.values()], devs
     finally:
         sharding.member_sharding = orig
 

@@ -107,3 +107,24 @@ def test_ppo_lstm_solves_cartpole(tmp_path):
     assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
     assert all(r["env_steps"] > 0 and r["wall_s"] > 0 for r in rows)
     assert rows[0]["eval_score"] < 475  # it learned, rather than starting solved
+
+
+@pytest.mark.parametrize("truncation", ["bootstrap", "terminal"])
+def test_time_limit_bootstraps_the_value_unless_the_published_terminal_option(truncation):
+    """A step cut by the time limit adds gamma * V(s_final) to its reward (bootstrap); a terminal step,
+    or any step with truncation=terminal, adds nothing."""
+    from rsrp_sim.backends.jax.envloop import Transition
+
+    cfg = configlib.build(ppo.PPOConfig, ("test", dict(n_envs=3, truncation=truncation, gamma=0.9)))
+    m = ppo.PPOLSTM(cfg, 0)
+    s = m.init_state()
+    final = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
+    step = Transition(reward=jnp.ones(3), terminated=jnp.array([True, False, False]),
+                      truncated=jnp.array([False, True, False]), final_obs=final)
+    carry = (jnp.full((3, cfg.lstm), 0.1), jnp.full((3, cfg.lstm), -0.2))
+    _, rec = m._post(s["params"], s, carry, {}, step)
+    _, _, v = m.net.apply(s["params"], carry, final, jnp.zeros(3, bool))
+    expected = [0.0, 0.9 * float(v[1]), 0.0] if truncation == "bootstrap" else [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(np.asarray(rec["bootstrap"]), expected, rtol=1e-6)
+    assert abs(float(v[1])) > 1e-4  # a real value, so the bootstrap case is not trivially zero
+    np.testing.assert_array_equal(np.asarray(rec["done"]), [True, True, False])  # both end the episode

@@ -7,6 +7,7 @@ confidence intervals over seeds.  A folder that holds run folders (a multi-seed 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import yaml
 
 from ..infra.errors import UserError
-from ..infra.records import CONFIG, METRICS, read_metrics
+from ..infra.records import CONFIG, METRICS, SUMMARY, read_metrics
 
 
 def expand(paths) -> list[Path]:
@@ -35,9 +36,28 @@ def expand(paths) -> list[Path]:
 
 
 def load_run(path: Path) -> dict[str, Any]:
+    """A run folder's ``config.yaml``, ``metrics.csv`` rows and ``summary.json``."""
     cfg = yaml.safe_load((path / CONFIG).read_text())
     rows = read_metrics(path / METRICS)
-    return {"path": path, "config": cfg, "rows": rows}
+    summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).is_file() else {}
+    return {"path": path, "config": cfg, "rows": rows, "summary": summary}
+
+
+def common_threshold(runs) -> float | None:
+    """The "solved" score the runs share (from their summaries), or None."""
+    values = {r["summary"].get("solved_threshold") for r in runs}
+    return values.pop() if len(values) == 1 else None
+
+
+def labels(runs) -> tuple[str, str]:
+    """``(score label, steps column)`` the runs' protocol recorded (``eval score`` / ``env_steps`` if none)."""
+    found = {tuple((r["config"].get("labels") or {}).get(k) for k in ("score", "steps")) for r in runs}
+    if len(found) == 1:
+        score, steps = found.pop()
+        if score and steps:
+            return score, steps
+    steps = "examples" if any(r["rows"] and "examples" in r["rows"][0] for r in runs) else "env_steps"
+    return "eval score", steps
 
 
 def label_of(run, multi_protocol: bool, by: str | None = None) -> str:
@@ -112,8 +132,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = [load_run(path) for path in expand(args.runs)]
     if args.x is None:  # classification runs count training examples instead of environment steps
-        steps = "examples" if any(r["rows"] and "examples" in r["rows"][0] for r in runs) else "env_steps"
-        args.x = f"iteration,{steps},wall_s"
+        args.x = f"iteration,{labels(runs)[1]},wall_s"
     x_keys = tuple(k.strip() for k in args.x.split(",") if k.strip())
     known = {"iteration", "env_steps", "examples", "wall_s"}
     for k in x_keys:
@@ -121,16 +140,7 @@ def main(argv=None) -> int:
             raise UserError(f"unknown x axis {k!r}; allowed: {', '.join(sorted(known))}")
     groups = group_runs(runs, by=args.by)
     protos = {r["config"]["protocol"] for r in runs}
-    threshold = None
-    if len(protos) == 1:
-        from ..protocols import get
-
-        try:
-            proto = get(next(iter(protos)))
-            thresholds = {proto.solved_threshold(r["config"]["config"].get("env")) for r in runs}
-            threshold = thresholds.pop() if len(thresholds) == 1 else None
-        except UserError:
-            pass
+    threshold = common_threshold(runs)
     path = plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, args.out, x_keys=x_keys,
                          y_key=args.y, title=" / ".join(sorted(protos)), threshold=threshold,
                          score_label=args.y.replace("_", " "))

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import plots
-from .compare import expand, group_runs, load_run, table
+from .compare import common_threshold, expand, group_runs, labels, load_run, table
 from ..infra.errors import UserError
 
 SECTION_TITLES = {
@@ -28,21 +28,9 @@ SECTION_TITLES = {
 }
 
 
-def _protocol(name):
-    from ..protocols import get
-
-    try:
-        return get(name)
-    except UserError:
-        return None
-
-
 def _section(runs, title, out_png, by=None):
-    proto = _protocol(runs[0]["config"]["protocol"])
-    steps = proto.steps_label if proto else "env_steps"
-    score = proto.score_label if proto else "eval score"
-    envs = {r["config"]["config"].get("env") for r in runs}
-    threshold = proto.solved_threshold(envs.pop()) if proto and len(envs) == 1 else None
+    score, steps = labels(runs)
+    threshold = common_threshold(runs)
     groups = group_runs(runs, by=by)
     plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, out_png,
                   x_keys=("iteration", steps, "wall_s"), title=title, threshold=threshold, score_label=score)

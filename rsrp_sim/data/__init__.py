@@ -27,8 +27,16 @@ import yaml
 
 from ..infra.errors import UserError, unknown
 
-DATASETS = ("mnist", "digits", "cifar10")
 ENV_VAR = "RSRP_SIM_DATA"
+
+#: data set name -> its loader, ``"module:function"`` (a module of this package) or a callable.
+#: A loader takes ``(folder, download)`` and returns ``(train or None, test, source)``, where
+#: ``train``/``test`` are ``(uint8 images (N, H, W, C), int labels (N,))`` and ``source`` says where
+#: they came from; ``None`` for ``train`` means a test-only set (it is split three ways).
+LOADERS: dict[str, Any] = {"mnist": "mnist:load_mnist", "digits": "digits:load_digits",
+                           "cifar10": "cifar10:load_cifar10"}
+DATASETS = tuple(LOADERS)  #: the bundled data sets
+_REGISTERED: dict[str, dict[str, Any]] = {}
 
 
 @lru_cache(maxsize=1)
@@ -36,11 +44,28 @@ def info_all() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(resources.files(__name__).joinpath("datasets.yaml").read_text())
 
 
+def names() -> list[str]:
+    """Every data set ``load`` accepts (the bundled ones and those registered)."""
+    return list(LOADERS)
+
+
 def info(name: str) -> dict[str, Any]:
-    """The data set's constants from ``datasets.yaml``."""
-    if name not in DATASETS:
-        raise unknown("dataset", name, DATASETS)
-    return info_all()[name]
+    """The data set's constants (``datasets.yaml``, or what :func:`register` was given)."""
+    if name not in LOADERS:
+        raise unknown("dataset", name, names())
+    return _REGISTERED[name] if name in _REGISTERED else info_all()[name]
+
+
+def register(name: str, loader, constants: dict[str, Any]):
+    """Add a data set: ``loader(folder, download)`` as described at :data:`LOADERS`, and its
+    constants as in ``datasets.yaml`` (``classes``, ``shape``, ``scale``, ``mean``, ``std``,
+    ``val_size``, ``test_only_size``, ``test_only_val_size``)."""
+    missing = {"classes", "shape", "scale", "mean", "std", "val_size", "test_only_size",
+               "test_only_val_size"} - set(constants)
+    if missing:
+        raise UserError(f"data set {name!r} needs the constants {sorted(missing)}")
+    LOADERS[name] = loader
+    _REGISTERED[name] = dict(constants)
 
 
 def cache_root() -> Path:
@@ -145,20 +170,15 @@ def load(name: str, data_dir=None, download: bool = False, val_size: int | None 
     CIFAR-10) into the folder, checking their checksums.
     """
     kw = dict(val_size=val_size, test_size=test_size, split_seed=split_seed)
-    if name == "mnist":
-        from .mnist import load_mnist
+    if name not in LOADERS:
+        raise unknown("dataset", name, names())
+    loader = LOADERS[name]
+    if isinstance(loader, str):
+        import importlib
 
-        train, test, source = load_mnist(data_root(data_dir), download)
-    elif name == "digits":
-        from .digits import load_digits
-
-        train, test, source = load_digits()
-    elif name == "cifar10":
-        from .cifar10 import load_cifar10
-
-        train, test, source = load_cifar10(data_root(data_dir), download)
-    else:
-        raise unknown("dataset", name, DATASETS)
+        module, func = loader.split(":")
+        loader = getattr(importlib.import_module(f"{__name__}.{module}"), func)
+    train, test, source = loader(data_root(data_dir), download)
     return assemble(name, train, test, source=source, **kw)
 
 

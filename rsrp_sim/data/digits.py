@@ -6,8 +6,9 @@ import numpy as np
 from ..infra.errors import UserError
 
 
-def load_digits():
-    """``(None, all, source)``: digits has no official test split, so it is split like a test-only set."""
+def load_digits(root=None, download: bool = False):
+    """``(None, all, source)``: digits has no official test split, so it is split like a test-only set
+    (bundled with scikit-learn: no folder, nothing to download)."""
     try:
         from sklearn.datasets import load_digits as sk_load
     except ImportError:

@@ -27,7 +27,7 @@ import numpy as np
 from .. import data as datalib
 from ..core.rewards import REWARDS, confusion_counts
 from ..infra.config import ConfigBase
-from ..infra.errors import UserError
+from ..infra.errors import UserError, unknown
 from .method import EvaluatedMethod, Figure, Finished
 from .population import Layout, PopulationKeys, RSRPKeys, generation
 
@@ -38,7 +38,7 @@ __all__ = ["ClassifyConfig", "RSRPClassifyConfig", "ClassifyTask", "RSRPClassify
 class ClassifyConfig(ConfigBase):
     """Data and network settings shared by the classification methods."""
 
-    dataset: Literal["mnist", "digits", "cifar10"] = "mnist"
+    dataset: str = "mnist"  # mnist, digits, cifar10, or a data set registered with rsrp_sim.data.register
     data_dir: str = ""  # folder of the data files; "" = $RSRP_SIM_DATA, else the user cache
     download: bool = False  # fetch missing MNIST / CIFAR-10 files (checksums verified)
     val_size: int = -1  # validation examples taken from the training data; -1: the data set's default
@@ -54,6 +54,8 @@ class ClassifyConfig(ConfigBase):
 
     def validate(self):
         super().validate()
+        if self.dataset not in datalib.LOADERS:
+            raise unknown("dataset", self.dataset, datalib.names())
         self.require_at_least(1, "batch_size", "eval_every", "eval_batch", "checkpoint_every")
 
 

@@ -13,7 +13,21 @@ from ..infra.errors import UserError, unknown
 from .base import EnvCheckError, check_env, gymnasium_threshold
 from .cartpole import CartPole
 
+#: environments implemented here (and registered with :func:`register`): id -> factory
 NATIVE = {"CartPole-v1": CartPole}
+
+
+def register(env_id: str, factory, replace: bool = False):
+    """Make ``envs.make(env_id)`` build ``factory(max_steps=...)`` (an adapter of :mod:`.base`).
+
+    For environments of one's own: ``register("Swing-v0", Swing)`` in a module or a script, then
+    ``--env Swing-v0`` / ``env=Swing-v0`` wherever an environment id is accepted (the factory takes
+    ``max_steps`` as a keyword, as :class:`~.cartpole.CartPole` does).  Check the adapter with
+    :func:`check_env`.
+    """
+    if env_id in NATIVE and not replace:
+        raise UserError(f"environment {env_id!r} is already registered")
+    NATIVE[env_id] = factory
 
 
 def list_envs() -> list[str]:
@@ -30,7 +44,8 @@ def list_envs() -> list[str]:
 
 
 def make(env_id: str, max_steps: int | None = None):
-    """An environment by id (our CartPole-v1, Brax tasks, else gymnax); unknown ids raise a UserError."""
+    """An environment by id (registered ones such as our CartPole-v1, Brax tasks, else gymnax);
+    unknown ids raise a UserError."""
     if env_id in NATIVE:
         return NATIVE[env_id](**({} if max_steps is None else {"max_steps": max_steps}))
     from . import brax
@@ -52,7 +67,7 @@ def reward_threshold(env_id: str | None) -> float | None:
     if not env_id:
         return None
     if env_id in NATIVE:
-        return NATIVE[env_id].reward_threshold
+        return getattr(NATIVE[env_id], "reward_threshold", None)
     from . import brax
 
     return None if brax.is_brax_id(env_id) else gymnasium_threshold(env_id)

@@ -84,15 +84,15 @@ def _action(env, rng):
     return jnp.asarray(rng.uniform(low, high), jnp.float32)
 
 
-def check_env(env, seed: int = 0, episode_steps: int | None = None) -> dict[str, Any]:
+def check_env(env, seed: int = 0, episode_steps: int | None = None, policy=None) -> dict[str, Any]:
     """Check ``env`` against the interface; raise :class:`EnvCheckError` naming the first problem.
 
     Checks the attributes, that ``reset`` is a pure function of its key and ``jit``/``vmap``-able,
     that ``step`` returns ``(obs, state, reward, terminated, truncated)`` with the right shapes and
-    types under ``jit``, and, over one episode of random actions (at most ``episode_steps`` steps,
-    default ``max_steps``), that ``truncated`` comes exactly at the time limit, never together
-    with ``terminated``, and that nothing is reported after neither.  Returns what it saw (steps,
-    whether the episode ended terminated or truncated).
+    types under ``jit``, and, over one episode (at most ``episode_steps`` steps, default
+    ``max_steps``) of ``policy(obs) -> action`` (default: uniformly random actions), that
+    ``truncated`` comes exactly at the time limit and never together with ``terminated``.
+    Returns what it saw: ``{"steps", "terminated", "truncated"}``.
     """
     import jax
 
@@ -112,7 +112,8 @@ def check_env(env, seed: int = 0, episode_steps: int | None = None) -> dict[str,
     limit = env.max_steps if episode_steps is None else min(episode_steps, env.max_steps)
     seen = {"steps": 0, "terminated": False, "truncated": False}
     for t in range(1, limit + 1):
-        out = step(jax.random.fold_in(key, t), state, _action(env, rng))
+        action = _action(env, rng) if policy is None else policy(obs)
+        out = step(jax.random.fold_in(key, t), state, action)
         if not isinstance(out, tuple) or len(out) != 5:
             n = len(out) if isinstance(out, tuple) else type(out).__name__
             _fail(env, f"step must return (obs, state, reward, terminated, truncated), got {n} values")

@@ -108,7 +108,7 @@ class BraxEnv:
         import jax.numpy as jnp
 
         s = self.env.reset(key)
-        return s.obs.astype(jnp.float32), (s, jnp.int32(0))
+        return jnp.asarray(s.obs, jnp.float32), (s, jnp.int32(0))
 
     def step(self, key, state, action):
         import jax.numpy as jnp
@@ -118,4 +118,5 @@ class BraxEnv:
         t = t + 1
         terminated = s.done > 0
         truncated = (t >= self.max_steps) & ~terminated
-        return s.obs.astype(jnp.float32), (s, t), s.reward.astype(jnp.float32), terminated, truncated
+        return (jnp.asarray(s.obs, jnp.float32), (s, t), jnp.asarray(s.reward, jnp.float32), terminated,
+                truncated)

@@ -61,8 +61,10 @@ class MethodSpec:
         return next(iter(self.backends))
 
 
-def load_object(target: str):
-    """Import ``"module:Name"``."""
+def load_object(target):
+    """Import ``"module:Name"`` (a class given directly is returned as it is)."""
+    if not isinstance(target, str):
+        return target
     mod, name = target.split(":")
     return getattr(importlib.import_module(mod), name)
 
@@ -109,6 +111,13 @@ class Protocol:
     @property
     def presets(self) -> dict[str, Any]:
         return self.spec()["presets"]
+
+    def add_method(self, spec: MethodSpec):
+        """Register another method (see the README's *Extending*); its presets are
+        ``protocols/<protocol>.yaml`` entries named like it, if any."""
+        if spec.name in self.methods:
+            raise UserError(f"protocol {self.name} already has a method {spec.name!r}")
+        self.methods[spec.name] = spec
 
     def method(self, name: str) -> MethodSpec:
         if name not in self.methods:

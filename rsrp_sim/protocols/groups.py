@@ -170,14 +170,14 @@ def write_group_outputs(group: Path, protocol, by: str | None = None):
     import csv
 
     from ..analysis import plots
-    from ..analysis.compare import expand, group_runs, load_run, table
+    from ..analysis.compare import common_threshold, expand, group_runs, load_run, table
 
     runs = [load_run(p) for p in expand([group])]
     groups = group_runs(runs, by=by)
     x_keys = ("iteration", protocol.steps_label, "wall_s")
     plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, group / "plots" / "compare.png",
                   x_keys=x_keys, title=f"{protocol.name}: {group.name}", score_label=protocol.score_label,
-                  threshold=protocol.solved_threshold(runs[0]["config"]["config"].get("env")) if runs else None)
+                  threshold=common_threshold(runs))
     rows = table(groups)
     with open(group / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -21,7 +21,6 @@ copy, and the learner keeps one ``p`` per logical synapse, shared by all copies:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -198,9 +197,10 @@ class RSRPLearner:
         self.strategy = RSRP(shapes, lr=lr, optimizer=optimizer, weight_decay=weight_decay, eps=eps,
                              release={k: self.groups[k].mode for k in self.learned},
                              shaping=shaping_lib.Transform(shaping, **(shaping_kw or {})))
-        st = self.strategy.init(None)
-        p = {k: rule.init_p(shapes[k], self.groups[k].p_init) for k in self.learned}
-        self.search = dataclasses.replace(st, p=p, opt=self.strategy.opt.init(p))
+        #: release probabilities per logical synapse of every learned group (NumPy; may be edited)
+        self.p = {k: rule.init_p(shapes[k], self.groups[k].p_init) for k in self.learned}
+        self.opt_state = self.strategy.opt.init(self.p)
+        self.shaping_state = {k: float(v) for k, v in shaping_lib.init_state().items()}
         self.z: dict[str, np.ndarray] = {}
         self.fixed_release: dict[str, np.ndarray] = {}
         self.n_eval = 0
@@ -210,13 +210,18 @@ class RSRPLearner:
         return self.n_members - self.n_eval
 
     @property
-    def p(self) -> dict[str, np.ndarray]:
-        """The release probabilities per logical synapse of every learned group."""
-        return {k: np.asarray(v, np.float32) for k, v in self.search.p.items()}
+    def search(self):
+        """The learner's state as the strategy's typed state."""
+        from ...engine.population import RSRPState
 
-    @property
-    def shaping_state(self) -> dict:
-        return dict(self.search.shaping)
+        return RSRPState(p=dict(self.p), opt=self.opt_state, frozen={},
+                         shaping={k: np.float64(v) for k, v in self.shaping_state.items()})
+
+    @search.setter
+    def search(self, state):
+        self.p = {k: np.array(v, np.float32) for k, v in state.p.items()}
+        self.opt_state = state.opt
+        self.shaping_state = {k: float(v) for k, v in state.shaping.items()}
 
     # ------------------------------------------------------------------ per-trial values
     def set_fixed(self, name: str, release):
@@ -283,19 +288,33 @@ class RSRPLearner:
                          np.asarray(cnt, np.float32).reshape(-1, size)[:self.n_train])
         return out
 
-    def end_trial(self, rewards, eligibility=None):
-        """Shape the rewards (one per sampled member), estimate the gradient and update ``p``.
+    def _batch(self, rewards, eligibility):
+        from ...engine.population import Members
 
-        ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the sampled members
-        (read from the synapses when omitted).  Returns the gradient.
-        """
         f = np.asarray(rewards, dtype=np.float32).ravel()
         if f.size != self.n_train:
             raise ValueError(f"expected {self.n_train} rewards (one per sampled member), got {f.size}")
-        from ...engine.population import Members
+        return f, Members({k: self.z[k] for k in self.z}, {}, self.n_train), self._eligibility(eligibility)
 
-        members = Members({k: self.z[k] for k in self.z}, {}, self.n_train)
-        self.search, grad = self.strategy.tell(self.search, f, members=members, eligibility=self._eligibility(eligibility))
+    def gradient(self, rewards, eligibility=None):
+        """Natural-gradient estimate from the last trial's rewards (one per sampled member), without
+        updating.  ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the
+        sampled members (read from the synapses when omitted).  Returns ``(grad, shaped)``."""
+        from ...engine.population import check_finite
+
+        f, members, elig = self._batch(rewards, eligibility)
+        check_finite(f)
+        search = self.search
+        shaped, _ = self.strategy.shape(search, f)
+        sums = self.strategy.gradient_terms(search, None, len(f), shaped, members, elig)
+        grad = self.strategy.finish_gradient(search, sums, len(f))
+        return {k: np.asarray(v, np.float32) for k, v in grad.items()}, shaped
+
+    def end_trial(self, rewards, eligibility=None):
+        """Shape the rewards (one per sampled member), estimate the gradient and update ``p``
+        (the strategy's ``tell``).  Returns the gradient."""
+        f, members, elig = self._batch(rewards, eligibility)
+        self.search, grad = self.strategy.tell(self.search, f, members=members, eligibility=elig)
         return {k: np.asarray(v, np.float32) for k, v in grad.items()}
 
     # ------------------------------------------------------------------ checkpoints

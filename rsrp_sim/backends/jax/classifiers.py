@@ -76,8 +76,10 @@ class NetSpec:
     def from_model(cls, net: str, dataset: str, in_shape, n_classes: int, ei: str = "none",
                    overrides: dict | None = None) -> "NetSpec":
         name = f"{net}_{dataset}"
+        if name not in available() and net in available():
+            name = net  # models/<net>.yaml: the architecture for data sets without one of their own
         if name not in available():
-            have = [m for m in available() if m.startswith(("mlp_", "cnn_"))]
+            have = [m for m in available() if m.startswith(("mlp", "cnn_"))]
             raise UserError(f"no {net} model for data set {dataset} (models/{name}.yaml); available: "
                             f"{', '.join(have)}")
         m = load(name, overrides)

@@ -1,0 +1,44 @@
+"""The extension examples (examples/extend_*.py, named in the README's *Extending*) run and learn."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsrp_sim.infra.records import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(tmp_path, name, *args):
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = sorted((tmp_path / "runs").glob("*/*"))
+    return p.stdout, [read_metrics(r / "metrics.csv") for r in runs]
+
+
+def test_a_new_method_cem_learns_cartpole_through_the_engine(tmp_path):
+    out, (rows,) = run_example(tmp_path, "extend_method.py", "8")
+    evals = [r["eval_score"] for r in rows]
+    assert len(rows) == 8 and "cem: eval score" in out
+    assert evals[0] < 30 and max(evals) > 3 * evals[0], evals
+    assert all(0.0 < r["p_mean"] < 1.0 for r in rows)
+
+
+def test_a_new_environment_is_checked_registered_and_learned(tmp_path):
+    out, (rows,) = run_example(tmp_path, "extend_env.py", "15")
+    assert "conformance: {'steps': " in out  # check_env passed (it raises otherwise)
+    assert rows[-1]["eval_score"] > rows[0]["eval_score"] + 10, [r["eval_score"] for r in rows]
+
+
+@pytest.mark.slow
+def test_a_new_dataset_is_registered_and_learned_by_rsrp_and_backprop(tmp_path):
+    pytest.importorskip("sklearn")
+    out, rows = run_example(tmp_path, "extend_dataset.py", "60")
+    line = next(l for l in out.splitlines() if l.startswith("iris:"))
+    rsrp, bp = (float(w) for w in line.replace(",", "").split() if w.replace(".", "").isdigit())
+    assert rsrp >= 0.8 and bp >= 0.8, line
+    assert len(rows) == 2
