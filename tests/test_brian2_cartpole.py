@@ -160,7 +160,7 @@ def test_cpp_standalone_learns_without_recompiling(tmp_path):
     build = tmp_path / "build"
     cfg = PROTOCOL.build_config("rsrp", "brian2", "cpu", {
         "device": "cpp_standalone", "build_dir": str(build), "pop_size": 64, "eval_size": 4, "chunk_size": 64,
-        "model_overrides": {"n_neurons": 32}, "generations": 9})
+        "model_overrides": {"n_neurons": 32}, "generations": 12})
     method = PROTOCOL.method_class(PROTOCOL.method("rsrp"), "brian2")(cfg, seed=0)
     binary = devices.binary_path(build)
     assert binary.exists() and method.evaluator.sim.compile_s > 0
@@ -174,7 +174,8 @@ def test_cpp_standalone_learns_without_recompiling(tmp_path):
     assert not list((build / "static_arrays").glob("init_*"))   # run_args files cleaned up
     untrained = evals[0]
     assert untrained < 30
-    assert max(evals) >= 200 and max(evals) > 5 * untrained, evals
+    # 75 of 80 seeds pass this within 12 generations (benchmarks/results/brian2_engine_equivalence.json)
+    assert max(evals) >= 100 and max(evals) > 5 * untrained, evals
 
 
 @needs_cxx
@@ -205,3 +206,40 @@ def test_cuda_standalone_runs_generations(tmp_path):
                         "generations=2", "pop_size=32", "eval_size=4", "model.n_neurons=32")
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["iterations_done"] == 2
+
+
+def test_brian2_and_jax_draw_the_same_members_for_the_same_seed():
+    """One engine: for the same seed, keys and sizes, the Brian2 back-end evaluates exactly the release
+    patterns (and deterministic network) the JAX back-end evaluates."""
+    ov = {"pop_size": 10, "eval_size": 2, "chunk_size": 5, "model_overrides": {"n_neurons": 16},
+          "max_episode_steps": 20, "generations": 1}
+    seen = {}
+    for backend, extra in (("jax", {}), ("brian2", {"target": "numpy"})):
+        m = PROTOCOL.method_class(PROTOCOL.method("rsrp"), backend)(
+            PROTOCOL.build_config("rsrp", backend, "cpu", {**ov, **extra}), seed=4)
+        got = seen[backend] = {"members": [], "det": None}
+        evaluate = m.evaluator.evaluate
+
+        def record(members, key, ctx, chunk, deterministic=None, _ev=evaluate, _got=got):
+            _got["members"].append({k: np.asarray(v) for k, v in members.batched.items()})
+            if deterministic is not None:
+                _got["det"] = {k: np.asarray(v) for k, v in deterministic.items()}
+                return _ev(members, key, ctx, chunk, deterministic=deterministic)
+            return _ev(members, key, ctx, chunk)
+
+        m.evaluator.evaluate = record
+        if backend == "jax":
+            det_eval = m.evaluator.evaluate_deterministic
+            m.evaluator.evaluate_deterministic = lambda net, *a, _d=det_eval, _got=got: (
+                _got.__setitem__("det", {k: np.asarray(v) for k, v in net.items()}), _d(net, *a))[1]
+        try:
+            m.step(m.init_state())
+        finally:
+            m.close()
+    assert len(seen["jax"]["members"]) == len(seen["brian2"]["members"]) == 2
+    for a, b in zip(seen["jax"]["members"], seen["brian2"]["members"]):
+        assert set(a) == set(b) == {"in", "h", "out"}
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    for k in seen["jax"]["det"]:
+        np.testing.assert_array_equal(seen["jax"]["det"][k], seen["brian2"]["det"][k])

@@ -18,10 +18,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 from ..infra.config import compose
+from ..infra.records import STANDARD_FIELDS  # noqa: F401  (the record fields every method returns)
 
 __all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Method", "EvaluatedMethod"]
 
-STANDARD_FIELDS = ("iteration", "env_steps", "wall_s", "train_score", "eval_score")
 
 
 @dataclasses.dataclass

@@ -18,8 +18,9 @@ import numpy as np
 import yaml
 
 from .errors import UserError
-from ..engine.method import STANDARD_FIELDS
 
+#: the columns every metrics.csv starts with (in this order, those a method records)
+STANDARD_FIELDS = ("iteration", "env_steps", "examples", "wall_s", "train_score", "eval_score")
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
