@@ -37,14 +37,13 @@ import json, pathlib, sys, tempfile, time
 import jax
 mode, pop, n_eval, neurons, gens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 t_start = time.perf_counter()
-try:
+import rsrp_sim
+engine = (pathlib.Path(rsrp_sim.__file__).parent / "engine").is_dir()  # False: a revision before the engine
+if engine:
     from rsrp_sim.infra.records import RunDir
-    from rsrp_sim.protocols.cartpole import PROTOCOL
-    engine = True
-except ImportError:  # a revision before the population engine
+else:
     from rsrp_sim.records import RunDir
-    from rsrp_sim.protocols.cartpole import PROTOCOL
-    engine = False
+from rsrp_sim.protocols.cartpole import PROTOCOL
 # before the engine, pop_size counted the deterministic networks too
 ov = {"pop_size": pop if engine else pop + n_eval, "eval_size": n_eval, "chunk_size": pop,
       "model_overrides": {"n_neurons": neurons}}
