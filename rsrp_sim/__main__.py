@@ -4,6 +4,7 @@
     rsrp-sim run cartpole [ARGS...]   same as python -m rsrp_sim.protocols.cartpole ARGS...
     rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
     rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
+    rsrp-sim launch --local N -- COMMAND      one run in N processes on this machine (jax.distributed)
 """
 from __future__ import annotations
 
@@ -49,7 +50,11 @@ def main(argv=None) -> int:
             from .analysis.report import main as report_main
 
             return report_main(rest)
-        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report")
+        if cmd == "launch":
+            from .protocols.launch import main as launch_main
+
+            return launch_main(rest)
+        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import envs
 from ..core.models import SNNConstants
+from ..infra import distributed
 from ..infra.errors import UserError
 from .method import EvaluatedMethod, Figure, Finished
 from .population import ESKeys, Layout, PopulationKeys, RSRPKeys, generation
@@ -158,6 +159,7 @@ class RLPopulation(EvaluatedMethod):
             raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
         self.strategy = self.make_strategy()
         self.layout = cfg.layout(self.strategy.multiple)
+        distributed.check_layout(self.layout)
         release = dict(getattr(self.strategy, "modes", {}))
         self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
 

@@ -23,11 +23,15 @@ import dataclasses
 import functools
 import os
 import re
+import signal
+import sys
+import threading
 
 from .errors import UserError
 
 __all__ = ["Cluster", "initialize", "process_index", "process_count", "is_writer", "mesh", "member_sharding",
-           "shard_members", "replicate", "host", "broadcast_from_writer", "barrier"]
+           "shard_members", "replicate", "host", "broadcast_from_writer", "barrier", "InterruptAgreement",
+           "LOST_PROCESS_ERRORS", "lost_process_message", "check_layout"]
 
 ENV = ("RSRP_SIM_COORDINATOR", "RSRP_SIM_NUM_PROCESSES", "RSRP_SIM_PROCESS_ID")
 #: seconds a process waits for the coordinator (all processes) at start-up
@@ -96,18 +100,30 @@ def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster
 
     if (os.environ.get("JAX_PLATFORMS") or "cpu").split(",")[0] in ("cpu", ""):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kw = dict(initialization_timeout=INIT_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    # JAX's own time-out ends the process with a C++ abort and a stack of lines; a watchdog says it
+    # in one line first (and exits with status 2), a little before JAX would
+    kw = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     if cluster.detected == "explicit":
         kw.update(coordinator_address=cluster.coordinator, num_processes=cluster.num_processes,
                   process_id=cluster.process_id)
+    where = cluster.coordinator or f"the {cluster.detected} cluster's coordinator"
+    message = (f"process {cluster.process_id} of {cluster.num_processes} could not join {where} within "
+               f"{INIT_TIMEOUT_S} s; check the address and that every process was started")
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(INIT_TIMEOUT_S):
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     try:
         jax.distributed.initialize(**kw)
-    except Exception as e:  # the coordinator never answered, or the cluster could not be detected
-        where = cluster.coordinator or f"the {cluster.detected} cluster's coordinator"
+    except Exception as e:  # the cluster could not be detected, or the address is malformed
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"process {cluster.process_id} of {cluster.num_processes} could not join {where} within "
-                        f"{INIT_TIMEOUT_S} s ({first[:160]}); check the address and that every process was "
-                        f"started") from None
+        raise UserError(f"{message} ({first[:160]})") from None
+    finally:
+        done.set()
     _started = cluster
     return cluster
 
@@ -213,3 +229,76 @@ def barrier(name: str):
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices(name)
+
+
+def _multi() -> bool:
+    return _started is not None and _started.num_processes > 1
+
+
+class InterruptAgreement:
+    """Ctrl-C in a run of several processes: the first one only marks this process, and after every
+    iteration the processes agree (a tiny all-gather) to stop together after the same iteration, so
+    none waits in a collective for the others and the run stays resumable.  A second Ctrl-C stops at
+    once.  With one process Ctrl-C is Python's KeyboardInterrupt, as always."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+        if _multi():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def agreed(self) -> bool:
+        if not _multi():
+            return False
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return bool(np.asarray(multihost_utils.process_allgather(np.int32(self.flag))).any())
+
+    def close(self):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def _lost_errors():
+    try:
+        import jax
+
+        return (jax.errors.JaxRuntimeError,)
+    except (ImportError, AttributeError):  # pragma: no cover
+        return ()
+
+
+#: what a collective raises when another process of the run died
+LOST_PROCESS_ERRORS = _lost_errors()
+
+
+def lost_process_message(error) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (f"process {process_index()}: another process of this run stopped ({first}); every completed "
+            f"iteration is in the run folder: start all processes again with --resume")
+
+
+def check_layout(layout, what: str = "population"):
+    """Refuse a population the devices do not divide (one line), so every device holds whole chunks
+    and the members' results are gathered, not recomputed; note when the devices do not divide the
+    reduction blocks (the numbers may then differ from other device counts in the last bits)."""
+    d = device_count()
+    if d <= 1:
+        return
+    for name, n in (("chunk_size (sampled members per chunk)", layout.chunk), ("eval_size", layout.eval_size)):
+        if n and n % d:
+            raise UserError(f"{name} is {n}, which the {d} devices of this run do not divide; choose a "
+                            f"multiple of {d} (the {what} is split over every device)")
+    blocks = layout.blocks(layout.chunk)
+    if blocks % d:
+        import warnings
+
+        warnings.warn(f"{d} devices do not divide the {blocks} reduction blocks: the sums over members, and so "
+                      f"the numbers, may differ in the last bits from runs on other device counts", stacklevel=2)

@@ -74,6 +74,7 @@ class BernoulliClassifier:
 
     Config = BernoulliConfig
     packs_deterministic = False
+    multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
         self.config, self.ds, self.layout = config, task.data, task.layout

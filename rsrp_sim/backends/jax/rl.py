@@ -45,6 +45,7 @@ class SNNRollouts:
 
     Config = JaxRLConfig
     packs_deterministic = False
+    multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
         assert config.spike_impl in SPIKE_IMPLS
