@@ -5,11 +5,15 @@
     rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
     rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
     rsrp-sim launch --local N -- COMMAND      one run in N processes on this machine (jax.distributed)
+
+Exit statuses: 0 done, 2 bad input or environment, 3 a run that started and failed (resumable),
+130 interrupted (resumable), 1 an internal error; every error is one line (``--debug``: traceback).
 """
 from __future__ import annotations
 
 import sys
 
+from .infra.cli import guard
 from .infra.errors import UserError
 
 USAGE = __doc__
@@ -31,33 +35,32 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("list", "ls"):
         return cmd_list()
-    cmd, rest = argv[0], argv[1:]
-    try:
-        if cmd in ("-h", "--help", "help"):
-            print(USAGE)
-            return 0
-        if cmd == "run":
-            if not rest:
-                raise UserError("run needs a protocol name; see `rsrp-sim list`")
-            from .protocols import get
+    return guard(lambda: _dispatch(argv[0], argv[1:]), debug="--debug" in argv)
 
-            return get(rest[0]).main(rest[1:])
-        if cmd == "compare":
-            from .analysis.compare import main as compare_main
 
-            return compare_main(rest)
-        if cmd == "report":
-            from .analysis.report import main as report_main
+def _dispatch(cmd: str, rest: list[str]) -> int:
+    if cmd in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if cmd == "run":
+        if not rest:
+            raise UserError("run needs a protocol name; see `rsrp-sim list`")
+        from .protocols import get
 
-            return report_main(rest)
-        if cmd == "launch":
-            from .protocols.launch import main as launch_main
+        return get(rest[0]).main(rest[1:])
+    if cmd == "compare":
+        from .analysis.compare import main as compare_main
 
-            return launch_main(rest)
-        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return compare_main(rest)
+    if cmd == "report":
+        from .analysis.report import main as report_main
+
+        return report_main(rest)
+    if cmd == "launch":
+        from .protocols.launch import main as launch_main
+
+        return launch_main(rest)
+    raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch")
 
 
 if __name__ == "__main__":
