@@ -52,6 +52,10 @@ def _unique(name: str, used: set) -> str:
 
 def build(paths, out: Path, force: bool = False) -> dict:
     out = Path(out)
+    for name in ("index.html", "report.json"):  # before reading any run
+        if (out / name).exists() and not force:
+            raise UserError(f"{out / name} already exists; pass --force to overwrite the report in {out} or choose "
+                            f"another --out")
     sections, others, used = [], [], {"index", "report"}
     for p in map(Path, paths):
         meta_file = p / "ablation.yaml"

@@ -24,6 +24,7 @@ import yaml
 from .errors import UserError, unknown
 
 MODEL_PREFIX = "model."
+_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -45,6 +46,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = raw
         if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in raw:
             value = raw.strip()  # YAML 1.1 reads 1:1 as the base-60 number 61; nobody means that
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
         if key.startswith(MODEL_PREFIX):
             out.setdefault("model_overrides", {})[key[len(MODEL_PREFIX):]] = value
         else:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import FolderBusy, UserError, WriteError
+from .errors import DISK_FULL, FolderBusy, UserError, WriteError
 
 #: the columns every metrics.csv starts with (in this order, those a method records)
 STANDARD_FIELDS = ("iteration", "env_steps", "examples", "wall_s", "train_score", "eval_score")
@@ -44,7 +44,11 @@ LOCK = ".lock"
 PLOTS = "plots"
 #: what to do when a run folder cannot be written
 NOT_WRITABLE = "the folder is not writable: choose another --out"
-_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write_bytes' temporary files
+#: ... and when that was for want of space
+FULL = "free space or choose another --out"
+#: the temporary files atomic_write_bytes makes for the records (.<name>.<8 random characters>.tmp)
+_TEMP = re.compile(r"^\.(config\.yaml|metrics\.csv|summary\.json|checkpoint\.npz|table\.csv|group\.yaml"
+                   r"|ablation\.yaml|[^/]+\.png)\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 # ----------------------------------------------------------------------------- writing files
@@ -71,7 +75,7 @@ def writing(path, hint: str = ""):
     try:
         yield
     except OSError as e:
-        raise WriteError(path, e, hint) from e
+        raise WriteError(path, e, FULL if hint == NOT_WRITABLE and e.errno in DISK_FULL else hint) from e
 
 
 def atomic_write_bytes(path: Path, data: bytes, hint: str = ""):
@@ -464,6 +468,13 @@ class RunDir:
     def load_checkpoint(self, template):
         """``(state, meta)`` from ``checkpoint.npz`` (``(None, None)`` without one); a damaged file or
         metadata is a one-line error."""
+        arrays, meta = self.read_checkpoint()
+        if arrays is None:
+            return None, None
+        return unflatten_state(arrays, template), meta
+
+    def read_checkpoint(self):
+        """``(arrays, meta)`` of ``checkpoint.npz`` (``(None, None)`` without one), metadata checked."""
         if not self.checkpoint_path.exists():
             return None, None
         path = self.checkpoint_path
@@ -479,8 +490,7 @@ class RunDir:
         except ValueError:
             raise UserError(f"checkpoint {path} has malformed metadata (not JSON); restore it or start a new "
                             f"run") from None
-        meta = check_meta(meta, path)
-        return unflatten_state(arrays, template), meta
+        return arrays, check_meta(meta, path)
 
     def write_summary(self, summary: dict[str, Any]):
         atomic_write_bytes(self.path / SUMMARY, json_bytes(summary), NOT_WRITABLE)
@@ -542,6 +552,9 @@ class NullRunDir(RunDir):
     def load_checkpoint(self, template):
         return None, None
 
+    def read_checkpoint(self):
+        return None, None
+
     def write_summary(self, summary):
         pass
 
@@ -550,8 +563,8 @@ class NullRunDir(RunDir):
 def safe_name(text, default: str = "unnamed") -> str:
     """``text`` as a file name: letters, digits, ``._-`` and ``=`` kept, anything else (``/``, ``..``
     path parts, spaces, ...) becomes ``-``; never starts with a dot."""
-    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", str(text)).strip("-")
-    name = re.sub(r"\.{2,}", "-", name).lstrip(".")
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", str(text))
+    name = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", "-", name)).strip("-.")
     return name[:120] or default
 
 

@@ -22,7 +22,6 @@ checkpoint has loaded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as _dt
 import importlib
@@ -45,7 +44,7 @@ from ..infra import config as configlib
 from ..infra import distributed
 from ..infra.cli import DEBUG_HELP, Parser as _Parser, guard
 from ..infra.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserError, WriteError, unknown
-from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, writing
+from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, unflatten_state, writing
 
 __all__ = ["MethodSpec", "Protocol", "RunFailed", "RunInfo", "summary_line", "check_seed", "EXIT_USAGE",
            "EXIT_FAILED", "EXIT_INTERRUPTED", "RUN_FORMAT", "MAX_SEED"]
@@ -197,6 +196,7 @@ class Protocol:
         cfg = self.build_config(method, backend, preset, overrides)
         instance = cls(cfg, seed)  # validates everything the method checks before a folder exists
         try:
+            state = instance.init_state()
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
                    "preset": preset, "seed": seed, "task": instance.task_name,
@@ -205,8 +205,8 @@ class Protocol:
                    "processes": distributed.process_count(), "devices": distributed.device_count()}
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
             try:
-                return self._loop(rd, instance, cfg, method, backend, preset, seed, instance.init_state(), 0, 0.0,
-                                  progress, stop_after, fresh=True)
+                return self._loop(rd, instance, cfg, method, backend, preset, seed, state, 0, 0.0, progress,
+                                  stop_after, fresh=True)
             finally:
                 rd.close()
         finally:
@@ -241,11 +241,12 @@ class Protocol:
         instance = cls(cfg, seed)
         try:
             state, start, wall = instance.init_state(), 0, 0.0
-            loaded, meta = rd.load_checkpoint(state)
-            if loaded is not None:
+            arrays, meta = rd.read_checkpoint()
+            if arrays is not None:
                 check_unchanged(rd, meta, {"method": method, "backend": backend, "seed": seed,
                                            "config": configlib.to_dict(recorded)}, it_key)
-                state, start, wall = loaded, meta["iteration"], float(meta["wall_s"])
+                state = unflatten_state(arrays, state)
+                start, wall = meta["iteration"], float(meta["wall_s"])
             rd.prepare_metrics(start)
             if overrides and rd.writes:  # only now that the checkpoint has loaded
                 rd.config["config"] = configlib.to_dict(cfg)
@@ -277,6 +278,7 @@ class Protocol:
             raise
         committed = (state, start, wall)
         status, failure = "completed", None
+        defer = _DeferSigint()
         bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it",
                    disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
@@ -302,10 +304,10 @@ class Protocol:
                     rd.save_checkpoint(state, {"iteration": it, "wall_s": wall, **ident})
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
                 bar.update(1)
-                bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
-                                eval=f"{rec.get('eval_score', float('nan')):.4g}")
+                bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")))
         except KeyboardInterrupt:
             status = "interrupted"
+            defer.start()  # from now on until the folder is saved, Ctrl-C cannot tear it
             if rd.writes:
                 os.write(2, b"interrupted: saving the run folder (it stays resumable)\n")
         except UserError as e:  # the run started and failed (a non-finite reward, the disk full): resumable
@@ -320,7 +322,7 @@ class Protocol:
             rd.discard()
             raise RunFailed(f"{_failure_text(failure)} (nothing was recorded; the run folder {rd.path} was "
                             f"removed)")
-        with _deferred_sigint():  # a second Ctrl-C cannot tear what is being saved
+        with defer:  # a second Ctrl-C cannot tear what is being saved
             failure = _saving(failure, rd.save_checkpoint, state, {"iteration": it, "wall_s": wall, **ident})
             failure = _saving(failure, rd.truncate_metrics, it)
         rows = [r for r in rows if int(r["iteration"]) <= it]  # a Ctrl-C between the row and the commit
@@ -344,7 +346,7 @@ class Protocol:
         if failure is not None:
             summary["status"] = "failed"
             summary["error"] = _failure_text(failure)
-        with _deferred_sigint():
+        with _DeferSigint():
             failure = _saving(failure, rd.write_summary, summary)
         if failure is not None:
             raise RunFailed(f"{_failure_text(failure)} [run folder {rd.path}; "
@@ -448,6 +450,10 @@ class Protocol:
         print(format_table(table))
         print(f"group: {group} (plots/compare.png, table.csv)")
         return 0
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
 
 
 def summary_line(s: dict[str, Any]) -> str:
@@ -558,24 +564,34 @@ def check_unchanged(rd: RunDir, meta: dict, recorded: dict, it_key: str):
                             f"restore it (only {it_key} may change when resuming) or start a new run")
 
 
-@contextlib.contextmanager
-def _deferred_sigint():
-    """Ctrl-C inside does not interrupt (what is being saved stays whole); it says so once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    said = []
+class _DeferSigint:
+    """While active, Ctrl-C does not interrupt (what is being saved stays whole); it says so once.
 
-    def handler(signum, frame):
-        if not said:
-            said.append(signum)
+    :meth:`start` activates it (e.g. inside the handler of the first Ctrl-C); leaving the ``with``
+    block restores the previous handler.  Only in the main thread (where signals are handled).
+    """
+
+    def __init__(self):
+        self._old, self._said = None, False
+
+    def start(self):
+        if self._old is None and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if not self._said:
+            self._said = True
             os.write(2, b"still saving the run folder; one moment\n")
 
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
 
 
 def _saving(failure, fn, *args):
