@@ -223,8 +223,8 @@ class RLPopulation(EvaluatedMethod):
             cause = f"likely cause: the model override(s) {given} make the network diverge; check them"
         else:
             cause = f"likely cause: the network (model {cfg.model}) diverges; check the model's constants"
-        step = f"lr={cfg.lr:g}" + (f", sigma={cfg.sigma:g}" if hasattr(cfg, "sigma") else "")
-        return f" (environment {self.env.id}; {cause} and {step})"
+        steps = [f"{k}={getattr(cfg, k):g}" for k in ("lr", "sigma") if isinstance(getattr(cfg, k, None), float)]
+        return f" (environment {self.env.id}; {cause}" + (f" and {', '.join(steps)})" if steps else ")")
 
     def close(self):
         getattr(self.evaluator, "close", lambda: None)()
