@@ -12,12 +12,10 @@ import json
 import os
 import pickle
 import re
-import resource
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -622,6 +620,13 @@ def test_report_skips_corrupt_runs_and_refuses_to_overwrite(capsys, tmp_path, ba
     one_line(err, f"{rep / 'index.html'} already exists; pass --force to overwrite the report")
     assert snapshot(rep) == before
     assert main(["report", str(runs), "--out", str(rep), "--force"]) == 0
+    capsys.readouterr()
+    abl = tmp_path / "abl"  # an edited ablation.yaml (its key removed): skipped with one warning
+    shutil.copytree(base_run, abl / "v" / "s0")
+    (abl / "ablation.yaml").write_text(yaml.safe_dump({"ablation": "x", "description": "no key"}))
+    assert main(["report", str(abl), str(runs / "good"), "--out", str(tmp_path / "rep2")]) == 0
+    _, err = capsys.readouterr()
+    assert err == f"warning: skipping {abl}: {abl / 'ablation.yaml'} is not a valid ablation record\n"
 
 
 def test_report_path_traversal_stays_inside_out(capsys, tmp_path, base_run):
@@ -640,6 +645,20 @@ def test_report_path_traversal_stays_inside_out(capsys, tmp_path, base_run):
     written = sorted(p.name for p in out.iterdir())
     assert "ablation_x-PWNED.png" in written and "PWNED2.png" in written
     assert [p for p in tmp_path.rglob("PWNED*") if not p.is_relative_to(out)] == []
+
+
+def test_edited_ablation_yaml_cannot_name_folders_outside(capsys, tmp_path):
+    from rsrp_sim.protocols import ablations
+
+    folder = tmp_path / "a" / "abl"
+    folder.mkdir(parents=True)
+    meta = {"ablation": "cartpole-reward", "values": ["../../PWNED"], "seeds": [0], "preset": "cpu", "overrides": {}}
+    (folder / "ablation.yaml").write_text(yaml.safe_dump(meta))
+    before = snapshot(folder)
+    assert ablations.main(["cartpole-reward", "--out", str(folder), "--resume", "--quiet"]) == EXIT_USAGE
+    _, err = capsys.readouterr()
+    one_line(err, "values must be a list of the sweep's values", "restore it or start a new ablation")
+    assert snapshot(folder) == before and not list(tmp_path.rglob("PWNED*"))
 
 
 # ----------------------------------------------------------------------------------------------- hostile files

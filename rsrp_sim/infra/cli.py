@@ -40,7 +40,7 @@ def guard(fn, debug: bool = False) -> int:
     except OSError as e:  # a writer outside the records' own (they raise WriteError)
         if debug:
             traceback.print_exc()
-        _say(os_error_message(e))
+        _say(os_error_message(e, writing=False))
         return EXIT_USAGE
     except MemoryError:
         if debug:

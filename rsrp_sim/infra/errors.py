@@ -40,12 +40,15 @@ class FolderBusy(UserError):
     """A run (or group) folder is being written by another process (its lock is held)."""
 
 
-def os_error_message(err: OSError, path=None) -> str:
-    """``err`` as one line naming the file and the reason, e.g. ``the disk is full: cannot write X``."""
+def os_error_message(err: OSError, path=None, writing: bool = True) -> str:
+    """``err`` as one line naming the file and the reason, e.g. ``the disk is full: cannot write X``;
+    ``writing=False`` when it is not known whether the file was being read or written."""
     path = path if path is not None else (err.filename or "a file")
     reason = err.strerror or str(err) or type(err).__name__
     if err.errno in DISK_FULL:
         return f"the disk is full: cannot write {path} ({reason})"
+    if not writing:
+        return f"{path}: {reason}"
     if err.errno == _errno.EROFS:
         return f"cannot write {path}: the file system is read-only"
     if err.errno in (_errno.EACCES, _errno.EPERM):

@@ -244,7 +244,7 @@ def parse_metrics(path) -> tuple[list[dict[str, Any]], list[str] | None, bool]:
     path = Path(path)
     if not path.exists():
         return [], None, False
-    damaged = f"restore it from a copy or start a new run"
+    damaged = "restore it from a copy or start a new run"
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -460,7 +460,7 @@ class RunDir:
 
     def save_checkpoint(self, state, meta: dict[str, Any]):
         arrays = flatten_state(state)
-        arrays["__meta__"] = np.asarray(json.dumps(jsonable(meta), allow_nan=False))
+        arrays["__meta__"] = np.asarray(json.dumps(jsonable(meta), allow_nan=False, default=str))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(self.checkpoint_path, buf.getvalue(), NOT_WRITABLE)
