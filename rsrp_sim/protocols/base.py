@@ -307,7 +307,8 @@ class Protocol:
                 bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")))
         except KeyboardInterrupt:
             status = "interrupted"
-            defer.start()  # from now on until the folder is saved, Ctrl-C cannot tear it
+            ctrl_c.close()  # its handler gives way to ...
+            defer.start()  # ... this one: from now on until the folder is saved, Ctrl-C cannot tear it
             if rd.writes:
                 os.write(2, b"interrupted: saving the run folder (it stays resumable)\n")
         except UserError as e:  # the run started and failed (a non-finite reward, the disk full): resumable
