@@ -534,6 +534,29 @@ def test_non_finite_reward_names_the_generation_and_the_likely_cause(capsys, tmp
     assert len(read_metrics(tmp_path / "b" / "metrics.csv")) == 1
 
 
+def test_a_group_or_ablation_that_never_started_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    from rsrp_sim.backends.jax.rl import SNNRollouts
+    from rsrp_sim.protocols import ablations
+
+    real = SNNRollouts.evaluate
+
+    def evaluate(self, *args):
+        out = real(self, *args)
+        return dataclasses.replace(out, fitness=np.full(np.shape(out.fitness), np.nan, np.float32))
+
+    monkeypatch.setattr(SNNRollouts, "evaluate", evaluate)
+    code, _, err = run_cli(capsys, "--seeds", "0,1", "--out", str(tmp_path / "g" / "group"), *TINY, "generations=2")
+    assert code == EXIT_FAILED
+    one_line(err, "non-finite reward in generation 1", "nothing was recorded")
+    assert not (tmp_path / "g").exists()
+    code = ablations.main(["cartpole-reward", "--values", "raw", "--seeds", "0", "--out", str(tmp_path / "a" / "abl"),
+                           "--quiet", *TINY, "generations=2"])
+    _, err = capsys.readouterr()
+    assert code == EXIT_FAILED
+    one_line(err, "non-finite reward in generation 1")
+    assert not (tmp_path / "a").exists()
+
+
 # ----------------------------------------------------------------------------------------------- interruptions
 def test_double_ctrl_c_is_quiet_and_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "run"

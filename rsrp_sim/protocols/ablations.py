@@ -23,7 +23,7 @@ from ..infra.cli import DEBUG_HELP, Parser, guard
 from ..infra.errors import EXIT_INTERRUPTED, UserError, unknown
 from ..infra.records import NOT_WRITABLE, FolderLock, atomic_write_bytes, inside, safe_name, writing
 from . import get
-from .groups import check_seeds, parse_seeds, run_group, write_group_outputs
+from .groups import _remove_unstarted, check_seeds, parse_seeds, run_group, write_group_outputs
 
 META = "ablation.yaml"
 
@@ -80,6 +80,7 @@ def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrid
         folder = Path(out) if out is not None else Path("runs") / "ablations" / f"{stamp}_{name}"
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UserError(f"ablation folder {folder} already exists; pass --resume or choose another --out")
+        created = [p for p in [folder, *folder.parents] if not p.exists()]
         with writing(folder, NOT_WRITABLE):
             folder.mkdir(parents=True, exist_ok=True)
         lock = FolderLock(folder, "ablation folder")
@@ -87,7 +88,7 @@ def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrid
         try:
             atomic_write_bytes(folder / META, yaml.safe_dump(meta, sort_keys=False).encode(), NOT_WRITABLE)
         except BaseException:
-            lock.release()
+            _remove_unstarted(folder, created, lock, META)
             raise
     try:
         for v in chosen:
@@ -99,6 +100,10 @@ def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrid
                 return folder, None, True
         _, rows = write_group_outputs(folder, protocol, by=key)
         return folder, rows, False
+    except BaseException:
+        if not resume:  # none of its values started: no folder left behind
+            _remove_unstarted(folder, created, lock, META)
+        raise
     finally:
         lock.release()
 

@@ -166,12 +166,12 @@ def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, 
         lock.release()
 
 
-def _remove_unstarted(group: Path, created: list[Path], lock):
-    """A new group none of whose seeds started leaves no folder behind."""
-    if any(p.is_dir() and p.name.startswith("s") for p in group.iterdir()):
+def _remove_unstarted(group: Path, created: list[Path], lock, record: str = GROUP):
+    """A new group (or ablation) none of whose runs started leaves no folder behind."""
+    if any(p.is_dir() and p.name != "plots" for p in group.iterdir()):
         return
     with contextlib.suppress(OSError):
-        (group / GROUP).unlink()
+        (group / record).unlink()
     with contextlib.suppress(OSError):
         if {p.name for p in group.iterdir()} <= {LOCK}:
             (group / LOCK).unlink()
