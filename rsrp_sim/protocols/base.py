@@ -95,8 +95,10 @@ class Protocol:
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
                  score_label: str = "episode return", steps_label: str = "env_steps",
-                 shortcuts: dict[str, str] | None = None):
+                 shortcuts: dict[str, str] | None = None, direction: str = "maximize"):
         self.name = name
+        #: whether a larger score is better (``maximize``, every protocol's score) or a smaller one (sweeps)
+        self.direction = direction
         #: command-line options --NAME VALUE that stand for the override NAME=VALUE (dashes for underscores)
         self.shortcuts = {**SHORTCUTS, **(shortcuts or {})}
         self.description = description
