@@ -255,7 +255,7 @@ class RLPopulation(EvaluatedMethod):
                        "terminated": np.array([e[3] for e in eps], bool)},
             description=(f"{self.method_name}: the final deterministic network on {self.env.id}, {len(eps)} "
                          f"episode(s) in closed loop, every spike of the {c.n_neurons} recurrent neurons"),
-            interval_kind="episode", duration=float(sum(e[1] for e in eps) * env_dt),
+            interval_kind="episode", duration=float(sum(e[1] for e in eps) * env_dt), resolution=dt,
             constants={"model": self.config.model, "env": self.env.id, **_plain_constants(c)})
 
     def close(self):

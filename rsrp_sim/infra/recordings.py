@@ -19,7 +19,8 @@ The file format (NumPy ``.npz``, no pickled objects):
                     seconds and any other column (an episode's ``return``, a presentation's
                     ``label`` and ``prediction`` ...)
 ``meta``            a JSON string: ``description``, ``interval_kind`` (``episode`` or
-                    ``presentation``), ``duration`` (s), ``constants`` (the model's constants)
+                    ``presentation``), ``duration`` (s), ``resolution`` (s, the simulation's time
+                    step), ``constants`` (the model's constants)
 ==================  ===========================================================================
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Recording:
     interval_kind: str = "episode"
     duration: float | None = None
     constants: dict[str, Any] = dataclasses.field(default_factory=dict)
+    resolution: float | None = None  # the smallest difference between two spike times (s): the time step
 
     def __post_init__(self):
         t = np.asarray(self.spike_times, np.float64).ravel()
@@ -108,7 +110,7 @@ def save(path, rec: Recording) -> Path:
     arrays.update({f"unit/{k}": _plain(v) for k, v in rec.units.items()})
     arrays.update({f"interval/{k}": _plain(v) for k, v in rec.intervals.items()})
     meta = {"description": rec.description, "interval_kind": rec.interval_kind, "duration": rec.duration,
-            "constants": rec.constants}
+            "resolution": rec.resolution, "constants": rec.constants}
     arrays["meta"] = np.asarray(json.dumps(meta, default=_json))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -128,7 +130,8 @@ def load(path) -> Recording:
     units = {k[5:]: v for k, v in arrays.items() if k.startswith("unit/")}
     intervals = {k[9:]: v for k, v in arrays.items() if k.startswith("interval/")}
     return Recording(arrays["spike_times"], arrays["spike_units"], units, intervals, meta["description"],
-                     meta.get("interval_kind", "episode"), meta.get("duration"), meta.get("constants") or {})
+                     meta.get("interval_kind", "episode"), meta.get("duration"), meta.get("constants") or {},
+                     meta.get("resolution"))
 
 
 def load_all(run_dir) -> dict[str, Recording]:

@@ -259,6 +259,6 @@ class DiehlCook(Method):
                          f"({inp['present_ms']} ms image, {inp['rest_ms']} ms rest, shown again at a higher "
                          f"intensity while it evokes fewer than {inp['min_spikes']} spikes); every spike of the "
                          f"{n_exc} excitatory and {n_exc} inhibitory neurons"),
-            interval_kind="presentation", duration=stop_ms / 1000.0,
+            interval_kind="presentation", duration=stop_ms / 1000.0, resolution=float(self.model["dt"]) / 1000.0,
             constants={"model": self.config.model, "dataset": self.ds.name, "n_exc": n_exc, "n_inputs": self.n_in,
                        **{k: v for k, v in self.model.items() if k != "name"}})

@@ -376,5 +376,5 @@ class RSTDPCartPole(Method):
             description=(f"rstdp: the frozen network's {len(ev.bounds)} test episode(s) on {self.config.env} "
                          f"(plasticity and homeostasis off, one action per {self.model['action_ms']} ms); every "
                          f"spike of the {len(gids)} cells of {', '.join(pops)}"),
-            interval_kind="episode", duration=stop_ms / 1000.0,
+            interval_kind="episode", duration=stop_ms / 1000.0, resolution=float(self.model["dt"]) / 1000.0,
             constants={"model": self.config.model, **{k: v for k, v in self.model.items() if k != "name"}})
