@@ -109,8 +109,10 @@ class TensorBoardTracker(Tracker):
     def __init__(self, run_dir: Path, start: int, resume: bool):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"),
-                                    purge_step=start + 1 if resume else None, flush_secs=30)
+        # one event file per (re)start, named by its first iteration (two starts within one second
+        # would otherwise get the same file name)
+        self.writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"), purge_step=start + 1 if resume else None,
+                                    flush_secs=30, filename_suffix=f".from{start + 1}")
 
     def log(self, record, histograms):
         step = int(record["iteration"])
