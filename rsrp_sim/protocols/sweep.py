@@ -409,6 +409,8 @@ class Sweep:
 
     def prepare(self):
         """Create or check the sweep folder and the study (one-line errors; nothing overwritten)."""
+        if self.storage_url:  # a storage elsewhere: reach it before anything is written here
+            open_storage(self.url)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / DEFINITION
         if path.is_file():
