@@ -145,3 +145,19 @@ def test_diehl_cook_test_presentations_round_trip(nrn, tmp_path):
         counts[k] = np.bincount(rec.spike_units[sel], minlength=10)
     assert predict(counts, assigned, 10).tolist() == rec.intervals["prediction"].tolist()
     assert counts.sum() > 0
+
+
+@pytest.mark.brian2
+@pytest.mark.slow
+def test_brian2_cartpole_episodes_round_trip(tmp_path):
+    pytest.importorskip("brian2")
+    rd, s = get("cartpole").run("rsrp", "brian2", "cpu", 0, tmp_path / "b2", progress=False, overrides={
+        "pop_size": 8, "eval_size": 2, "chunk_size": 8, "model_overrides": {"n_neurons": 16}, "generations": 1,
+        "target": "numpy", "record_episodes": 2})
+    rec, _ = round_trip(rd.path, "episodes")
+    assert rec.n_units == 16 and rec.n_intervals == 2 and len(rec.spike_times) > 0
+    steps = rec.intervals["steps"]
+    assert np.array_equal(rec.intervals["return"], steps)
+    assert rec.spike_times.max() <= steps.sum() * 33 * 0.5e-3 + 1e-9
+    ticks = rec.spike_times / 0.5e-3
+    assert np.allclose(ticks, np.round(ticks), atol=1e-6)
