@@ -154,12 +154,21 @@ def inspect(path) -> list[Any]:
     return list(inspect_nwbfile(nwbfile_path=str(path)))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="rsrp-sim export-nwb", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="rsrp-sim export-nwb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a completed run folder with recordings/")
     p.add_argument("--out", default=None, help="the NWB file (default <run>/<run name>.nwb)")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     path = export(args.run, args.out)
     recs = recordlib.load_all(args.run)
     findings = inspect(path)
