@@ -56,6 +56,8 @@ class Method(abc.ABC):
     steps_field: ClassVar[str] = "env_steps"
     #: legend of train_score and eval_score in the learning curve
     curve_labels: ClassVar[tuple[str, str]] = ("train (population mean)", "eval (deterministic network)")
+    #: whether one run of this method can span several processes (jax.distributed)
+    multi_process: ClassVar[bool] = False
 
     def __init__(self, config, seed: int):
         self.config = config
@@ -124,5 +126,6 @@ class EvaluatedMethod(Method):
         if evaluator not in made:
             config = compose(f"{cls.__name__}_{evaluator.__name__}_Config", evaluator.Config, cls.BaseConfig)
             made[evaluator] = type(f"{cls.__name__}[{evaluator.__name__}]", (cls,),
-                                   {"Evaluator": evaluator, "Config": config, "__module__": cls.__module__})
+                                   {"Evaluator": evaluator, "Config": config, "__module__": cls.__module__,
+                                    "multi_process": bool(getattr(evaluator, "multi_process", False))})
         return made[evaluator]

@@ -14,7 +14,7 @@ An evaluator for RL tasks is a class with a ``Config`` dataclass (its own keys) 
 
 whose results carry ``extras`` with ``env_steps`` (steps taken by real members), ``episodes`` and
 ``spikes`` per member, ``t`` (the loop's length), ``obs_n``/``obs_sum``/``obs_sq`` (what the
-normaliser learns from).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
+normaliser learns from; the sums as rows of blocks of environments, added here in order).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import envs
 from ..core.models import SNNConstants
+from ..infra import distributed
 from ..infra.errors import UserError
 from ..infra.recordings import Recording
 from .method import EvaluatedMethod, Figure, Finished
@@ -161,6 +162,7 @@ class RLPopulation(EvaluatedMethod):
             raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
         self.strategy = self.make_strategy()
         self.layout = cfg.layout(self.strategy.multiple)
+        distributed.check_layout(self.layout)
         release = dict(getattr(self.strategy, "modes", {}))
         self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
 
@@ -191,8 +193,8 @@ class RLPopulation(EvaluatedMethod):
             env_steps += int(ex["env_steps"])
             episodes += int(np.asarray(ex["episodes"])[:layout.valid(i)].sum())
             obs_n += int(ex["obs_n"])
-            obs_s = obs_s + np.asarray(ex["obs_sum"], np.float64)
-            obs_sq = obs_sq + np.asarray(ex["obs_sq"], np.float64)
+            obs_s = obs_s + np.asarray(ex["obs_sum"], np.float64).sum(0)  # its blocks, in order
+            obs_sq = obs_sq + np.asarray(ex["obs_sq"], np.float64).sum(0)
         det = res.deterministic
         env_steps += int(det.extras["env_steps"])
         c = self.const

@@ -189,6 +189,9 @@ class WandbTracker(Tracker):
         keep = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and v is not None}
         self.run.summary.update(keep)
         self.run.finish()
+        # finish() may return before W&B's service has written the whole log; teardown waits for it,
+        # so that the run folder is complete when the run ends (e.g. for `wandb sync` right after)
+        self.wandb.teardown()
 
 
 def open_tracker(kind: str, run_dir, doc: dict[str, Any], start: int = 0, resume: bool = False) -> Tracker | None:

@@ -266,8 +266,8 @@ class CartPoleChunks:
                 elig[name] = tuple(np.asarray(v[:], F32).reshape(self.slots, size)[sampled] for v in (g.elig, g.n_spk))
         result = EvalResult(out["fitness"][sampled], eligibility=elig or None, extras={
             "env_steps": steps_train * n_train, "t": steps_train, "episodes": out["episodes"][sampled],
-            "spikes": out["spikes"][sampled], "obs_n": steps_train * n_train, "obs_sum": out["obs_sum"],
-            "obs_sq": out["obs_sq"]})
+            "spikes": out["spikes"][sampled], "obs_n": steps_train * n_train,
+            "obs_sum": np.asarray(out["obs_sum"])[None], "obs_sq": np.asarray(out["obs_sq"])[None]})  # one block
         if n_eval:
             result.deterministic = EvalResult(out["fitness"][det], extras={
                 "env_steps": steps_eval * n_eval, "t": steps_eval, "episodes": out["episodes"][det],

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from ...engine.population import EvalResult
 from ...infra.config import ConfigBase
 from .rollout import Rollout
-from .sharding import shard_members
+from ...infra.distributed import shard_members
 from .snn import SPIKE_IMPLS, SNN
 
 __all__ = ["JaxRLConfig", "SNNRollouts"]
@@ -45,6 +45,7 @@ class SNNRollouts:
 
     Config = JaxRLConfig
     packs_deterministic = False
+    multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
         assert config.spike_impl in SPIKE_IMPLS
@@ -53,8 +54,10 @@ class SNNRollouts:
         self.reset_pool = config.reset_pool
         self.snn = SNN(self.const, config.spike_impl)
         self.chunk = self.layout.chunk
-        self.train_rollout = Rollout(self.env, self.snn, block=self._member_block(config.member_block))
-        self.eval_rollout = Rollout(self.env, self.snn)
+        lay = self.layout
+        self.train_rollout = Rollout(self.env, self.snn, block=self._member_block(config.member_block),
+                                     sum_blocks=lay.blocks(self.chunk))
+        self.eval_rollout = Rollout(self.env, self.snn, sum_blocks=lay.blocks(lay.eval_size))
         self.stepped = self.train_rollout.stepped
         self._prepare_fn = jax.jit(self._prepare)
         self._prepare_net_fn = jax.jit(self.snn.prepare)
