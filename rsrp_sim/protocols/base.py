@@ -31,6 +31,8 @@ import yaml
 from ..infra import assets
 from ..infra import config as configlib
 from ..infra import distributed
+from ..infra import recordings as recordlib
+from ..infra import tracking
 from ..infra.errors import UserError, unknown
 from ..infra.records import NullRunDir, RunDir
 
@@ -94,8 +96,10 @@ class Protocol:
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
                  score_label: str = "episode return", steps_label: str = "env_steps",
-                 shortcuts: dict[str, str] | None = None):
+                 shortcuts: dict[str, str] | None = None, direction: str = "maximize"):
         self.name = name
+        #: whether a larger score is better (``maximize``, every protocol's score) or a smaller one (sweeps)
+        self.direction = direction
         #: command-line options --NAME VALUE that stand for the override NAME=VALUE (dashes for underscores)
         self.shortcuts = {**SHORTCUTS, **(shortcuts or {})}
         self.description = description
@@ -134,7 +138,8 @@ class Protocol:
             extra = BACKEND_EXTRAS.get(backend, backend)
             raise UserError(f"back-end {backend!r} is not usable here ({e}); install it with "
                             f"pip install -c constraints.txt -e '.[{extra}]'") from None
-        return load_object(spec.method).with_evaluator(target) if spec.method else target
+        cls = load_object(spec.method).with_evaluator(target) if spec.method else target
+        return tracking.with_logger_key(cls)  # every method has the key logger=
 
     def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
         spec = self.method(method)
@@ -157,11 +162,13 @@ class Protocol:
 
     def run(self, method: str | None = None, backend: str | None = None, preset: str = "cpu", seed: int = 0,
             out=None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
-            stop_after: int | None = None):
+            stop_after: int | None = None, hooks=()):
         """Run (or resume) one method; returns ``(run_dir, summary)``.
 
         ``stop_after`` stops after that many iterations of this call, as an interruption would
-        (the run stays resumable); used by tests and for chunked batch jobs.
+        (the run stays resumable); used by tests and for chunked batch jobs.  ``hooks``: objects
+        with ``iteration(record)``, called after each iteration's record is written; one may end
+        the run early by raising :class:`StopRun` (e.g. a sweep's pruner).
         """
         overrides = dict(overrides or {})
         writer = distributed.is_writer()
@@ -209,11 +216,12 @@ class Protocol:
                    "processes": distributed.process_count(), "devices": distributed.device_count()}
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
         try:
-            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after,
+                              hooks)
         finally:
             instance.close()
 
-    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
+    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after, hooks=()):
         from tqdm.auto import tqdm
 
         from ..analysis import plots
@@ -237,6 +245,8 @@ class Protocol:
                    disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
         ctrl_c = distributed.InterruptAgreement()  # several processes stop after the same iteration
+        tracker = (tracking.open_tracker(getattr(cfg, "logger", "none"), rd.path, rd.config, start, resume)
+                   if rd.writes else None)  # process 0 alone writes
         try:
             it = start
             while it < info.total:
@@ -257,11 +267,17 @@ class Protocol:
                 if it % every == 0 or it == info.total:
                     rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
+                if tracker is not None:
+                    tracker.log(rec, m.histograms(state))
                 bar.update(1)
                 bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
                                 eval=f"{rec.get('eval_score', float('nan')):.4g}")
+                for hook in hooks:
+                    hook.iteration(rec)
         except KeyboardInterrupt:
             status = "interrupted"
+        except StopRun as e:  # a hook ended the run early (it stays resumable)
+            status = e.status
         except UserError as e:  # the run started and failed (e.g. a non-finite reward): keep it resumable
             status, failure = "failed", e
         except distributed.LOST_PROCESS_ERRORS as e:  # another process of the run died
@@ -282,9 +298,15 @@ class Protocol:
             for fig in fin.figures if rd.writes else ():
                 plots.draw(fig, rd.path / "plots")
             summary.update(fin.summary)
+            for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
+            if fin.recordings:
+                summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
         if failure is not None:
             summary["error"] = str(failure)
         rd.write_summary(summary)
+        if tracker is not None:
+            tracker.close(summary)
         if failure is not None:
             raise RunFailed(f"{failure} [run folder {rd.path}; after fixing the cause, continue with --resume]")
         return rd, summary
@@ -428,6 +450,14 @@ class RunInfo:
     def title(self) -> str:
         task = f"{self.task}: " if self.task else f"{self.protocol}: "
         return f"{task}{self.method} ({self.backend}, preset {self.preset}, seed {self.seed})"
+
+
+class StopRun(Exception):
+    """Raised by a run hook to end a run early; ``status`` goes into the summary (e.g. ``pruned``)."""
+
+    def __init__(self, status: str = "stopped", message: str = ""):
+        super().__init__(message or status)
+        self.status = status
 
 
 class RunFailed(UserError):
