@@ -5,6 +5,8 @@
     rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
     rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
     rsrp-sim launch --local N -- COMMAND      one run in N processes on this machine (jax.distributed)
+    rsrp-sim sweep PROTOCOL --method M --space KEY=DIST ... --trials N [...]   Optuna sweep (--help)
+    rsrp-sim export-nwb RUN [--out FILE]      the run's recorded spikes as an NWB file
 
 Exit statuses: 0 done, 2 bad input or environment, 3 a run that started and failed (resumable),
 130 interrupted (resumable), 1 an internal error; every error is one line (``--debug``: traceback).
@@ -60,7 +62,15 @@ def _dispatch(cmd: str, rest: list[str]) -> int:
         from .protocols.launch import main as launch_main
 
         return launch_main(rest)
-    raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch")
+    if cmd == "sweep":
+        from .protocols.sweep import main as sweep_main
+
+        return sweep_main(rest)
+    if cmd == "export-nwb":
+        from .analysis.nwb import main as nwb_main
+
+        return nwb_main(rest)
+    raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch, sweep, export-nwb")
 
 
 if __name__ == "__main__":

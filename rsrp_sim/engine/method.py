@@ -18,9 +18,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 from ..infra.config import compose
+from ..infra.recordings import Recording
 from ..infra.records import STANDARD_FIELDS  # noqa: F401  (the record fields every method returns)
 
-__all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Method", "EvaluatedMethod"]
+__all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Recording", "Method", "EvaluatedMethod"]
 
 
 
@@ -37,10 +38,13 @@ class Figure:
 
 @dataclasses.dataclass
 class Finished:
-    """What :meth:`Method.finalize` returns: extra summary fields and figures to draw."""
+    """What :meth:`Method.finalize` returns: extra summary fields, figures to draw, and spike
+    recordings of the final evaluation (name -> :class:`~rsrp_sim.infra.recordings.Recording`),
+    which the protocol layer writes to ``recordings/<name>.npz`` in the run folder."""
 
     summary: dict = dataclasses.field(default_factory=dict)
     figures: list = dataclasses.field(default_factory=list)
+    recordings: dict = dataclasses.field(default_factory=dict)
 
 
 class Method(abc.ABC):
@@ -85,8 +89,13 @@ class Method(abc.ABC):
         """One iteration: ``(new_state, record)``."""
 
     def finalize(self, state) -> Finished:
-        """Optional end-of-run work (a final evaluation): summary extras and figure data."""
+        """Optional end-of-run work (a final evaluation): summary extras, figure data, recordings."""
         return Finished()
+
+    def histograms(self, state) -> dict[str, Any]:
+        """Optional: named arrays (host NumPy) whose distribution the experiment trackers log each
+        iteration (``logger=tensorboard|wandb``), e.g. the release probabilities ``p``."""
+        return {}
 
     def close(self):
         """Release what the method holds (simulator processes, build folders)."""
@@ -101,6 +110,11 @@ class EvaluatedMethod(Method):
 
     BaseConfig: ClassVar[type]
     Evaluator: ClassVar[type]
+
+    def histograms(self, state) -> dict[str, Any]:
+        """The strategy's histograms of the search state (RSRP: ``p``; ES: the mean weights)."""
+        strategy = getattr(self, "strategy", None)
+        return strategy.histograms(state["search"]) if strategy is not None else {}
 
     @classmethod
     def with_evaluator(cls, evaluator: type) -> type:

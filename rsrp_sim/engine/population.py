@@ -309,6 +309,10 @@ class Strategy(abc.ABC):
     def metrics(self, state) -> dict:
         return {}
 
+    def histograms(self, state) -> dict:
+        """Named arrays whose distribution is worth following over a run (host NumPy)."""
+        return {}
+
     # ---- shared
     @functools.cached_property
     def jitted(self):
@@ -459,6 +463,11 @@ class RSRP(Strategy):
         p, opt = rule.apply_update(state.p, grad, self.opt, state.opt, self.eps)
         return dataclasses.replace(state, p=p, opt=opt)
 
+    def histograms(self, state) -> dict:
+        """Release probabilities: all learned synapses together (``p``) and each group (``p/<group>``)."""
+        p = {k: np.asarray(v, np.float32).ravel() for k, v in state.p.items()}
+        return {"p": np.concatenate(list(p.values())), **{f"p/{k}": v for k, v in p.items()}}
+
     def metrics(self, state):
         return p_metrics(state.p)
 
@@ -533,6 +542,10 @@ class ES(Strategy):
 
     def metrics(self, state):
         return {"param_norm": float(np.sqrt(sum(float(jnp.sum(v**2)) for v in state.mu.values())))}
+
+    def histograms(self, state) -> dict:
+        """The mean weights of each group (``weights/<group>``)."""
+        return {f"weights/{k}": np.asarray(v, np.float32).ravel() for k, v in state.mu.items()}
 
 
 # ----------------------------------------------------------------------------- the generation

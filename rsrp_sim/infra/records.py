@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -388,12 +389,16 @@ class RunDir:
             self._lock.release()
             self._lock = None
 
-    def discard(self):
+    def discard(self, also=()):
         """Remove what :meth:`create` and a run that never completed an iteration wrote (a run that
-        never started leaves no folder behind); files anyone else put there are kept."""
+        never started leaves no folder behind), and the sub-folders named in ``also`` (a tracker's);
+        files anyone else put there are kept."""
         for name in (CONFIG, METRICS, SUMMARY, CHECKPOINT):
             with contextlib.suppress(OSError):
                 (self.path / name).unlink()
+        for name in also:
+            if (self.path / name).is_dir() and not (self.path / name).is_symlink():
+                shutil.rmtree(self.path / name, ignore_errors=True)
         with contextlib.suppress(OSError):
             clean_temp_files(self.path)
             clean_temp_files(self.path / PLOTS)
@@ -531,7 +536,7 @@ class NullRunDir(RunDir):
             raise UserError(f"{path / CONFIG} is not valid YAML: {str(e).splitlines()[0]}") from None
         return cls(path, config)
 
-    def discard(self):
+    def discard(self, also=()):
         pass
 
     def read_metrics(self):

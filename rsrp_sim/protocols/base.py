@@ -42,11 +42,13 @@ import yaml
 from ..infra import assets
 from ..infra import config as configlib
 from ..infra import distributed
+from ..infra import recordings as recordlib
+from ..infra import tracking
 from ..infra.cli import DEBUG_HELP, Parser as _Parser, guard
 from ..infra.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserError, WriteError, unknown
 from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, unflatten_state, writing
 
-__all__ = ["MethodSpec", "Protocol", "RunFailed", "RunInfo", "summary_line", "check_seed", "EXIT_USAGE",
+__all__ = ["MethodSpec", "Protocol", "RunFailed", "RunInfo", "StopRun", "summary_line", "check_seed", "EXIT_USAGE",
            "EXIT_FAILED", "EXIT_INTERRUPTED", "RUN_FORMAT", "MAX_SEED"]
 
 #: version of the run-folder format; 2: pop_size counts sampled members only (eval_size on top)
@@ -108,8 +110,10 @@ class Protocol:
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
                  score_label: str = "episode return", steps_label: str = "env_steps",
-                 shortcuts: dict[str, str] | None = None):
+                 shortcuts: dict[str, str] | None = None, direction: str = "maximize"):
         self.name = name
+        #: whether a larger score is better (``maximize``, every protocol's score) or a smaller one (sweeps)
+        self.direction = direction
         #: command-line options --NAME VALUE that stand for the override NAME=VALUE (dashes for underscores)
         self.shortcuts = {**SHORTCUTS, **(shortcuts or {})}
         self.description = description
@@ -148,7 +152,8 @@ class Protocol:
             extra = BACKEND_EXTRAS.get(backend, backend)
             raise UserError(f"back-end {backend!r} is not usable here ({e}); install it with "
                             f"pip install -c constraints.txt -e '.[{extra}]'") from None
-        return load_object(spec.method).with_evaluator(target) if spec.method else target
+        cls = load_object(spec.method).with_evaluator(target) if spec.method else target
+        return tracking.with_logger_key(cls)  # every method has the key logger=
 
     def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
         spec = self.method(method)
@@ -171,11 +176,13 @@ class Protocol:
 
     def run(self, method: str | None = None, backend: str | None = None, preset: str = "cpu", seed: int = 0,
             out=None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
-            stop_after: int | None = None):
+            stop_after: int | None = None, hooks=()):
         """Run (or resume) one method; returns ``(run_dir, summary)``.
 
         ``stop_after`` stops after that many iterations of this call, as an interruption would
-        (the run stays resumable); used by tests and for chunked batch jobs.
+        (the run stays resumable); used by tests and for chunked batch jobs.  ``hooks``: objects
+        with ``iteration(record)``, called after each iteration's record is written; one may end
+        the run early by raising :class:`StopRun` (e.g. a sweep's pruner).
         """
         overrides = dict(overrides or {})
         writer = distributed.is_writer()
@@ -184,7 +191,7 @@ class Protocol:
                 raise UserError("--resume needs --out RUN_DIR naming the run folder to continue")
             rd = RunDir.open(out) if writer else NullRunDir.open(out)  # locked until closed: one writer
             try:
-                return self._resume(rd, method, backend, overrides, progress, stop_after)
+                return self._resume(rd, method, backend, overrides, progress, stop_after, hooks)
             finally:
                 rd.close()
         seed = check_seed(seed)
@@ -206,13 +213,13 @@ class Protocol:
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
             try:
                 return self._loop(rd, instance, cfg, method, backend, preset, seed, state, 0, 0.0, progress,
-                                  stop_after, fresh=True)
+                                  stop_after, fresh=True, hooks=hooks)
             finally:
                 rd.close()
         finally:
             instance.close()
 
-    def _resume(self, rd: RunDir, method, backend, overrides, progress, stop_after):
+    def _resume(self, rd: RunDir, method, backend, overrides, progress, stop_after, hooks=()):
         saved = check_run_doc(rd.path, rd.config, self.name, self.module)
         for given, key in ((method, "method"), (backend, "backend")):
             if given is not None and given != saved[key]:
@@ -252,12 +259,12 @@ class Protocol:
                 rd.config["config"] = configlib.to_dict(cfg)
                 atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode(), NOT_WRITABLE)
             return self._loop(rd, instance, cfg, method, backend, preset, seed, state, start, wall, progress,
-                              stop_after, fresh=False)
+                              stop_after, fresh=False, hooks=hooks)
         finally:
             instance.close()
 
     def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, state, start, wall, progress, stop_after,
-              fresh: bool):
+              fresh: bool, hooks=()):
         from tqdm.auto import tqdm
 
         from ..analysis import plots
@@ -284,6 +291,15 @@ class Protocol:
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
         ctrl_c = distributed.InterruptAgreement()  # several processes stop after the same iteration
         try:
+            tracker = (tracking.open_tracker(getattr(cfg, "logger", "none"), rd.path, rd.config, start, not fresh)
+                       if rd.writes else None)  # process 0 alone writes
+        except BaseException:
+            ctrl_c.close()
+            bar.close()
+            if fresh:
+                rd.discard()
+            raise
+        try:
             it = start
             while it < info.total:
                 if stop_after is not None and it - start >= stop_after:
@@ -303,14 +319,20 @@ class Protocol:
                 if it % every == 0 or it == info.total:
                     rd.save_checkpoint(state, {"iteration": it, "wall_s": wall, **ident})
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
+                if tracker is not None:
+                    tracker.log(rec, m.histograms(state))
                 bar.update(1)
                 bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")))
+                for hook in hooks:
+                    hook.iteration(rec)
         except KeyboardInterrupt:
             status = "interrupted"
             ctrl_c.close()  # its handler gives way to ...
             defer.start()  # ... this one: from now on until the folder is saved, Ctrl-C cannot tear it
             if rd.writes:
                 os.write(2, b"interrupted: saving the run folder (it stays resumable)\n")
+        except StopRun as e:  # a hook ended the run early (it stays resumable)
+            status = e.status
         except UserError as e:  # the run started and failed (a non-finite reward, the disk full): resumable
             status, failure = "failed", e
         except distributed.LOST_PROCESS_ERRORS as e:  # another process of the run died
@@ -320,7 +342,9 @@ class Protocol:
             ctrl_c.close()
         state, it, wall = committed
         if fresh and it == 0 and failure is not None:  # failed before its first iteration: nothing to keep
-            rd.discard()
+            if tracker is not None:
+                tracker.close(self._summary(rd, info, [], wall, "failed"))
+            rd.discard(also=tracking.LOGGERS[1:])  # the trackers' folders (tensorboard/, wandb/)
             raise RunFailed(f"{_failure_text(failure)} (nothing was recorded; the run folder {rd.path} was "
                             f"removed)")
         with defer:  # a second Ctrl-C cannot tear what is being saved
@@ -340,6 +364,11 @@ class Protocol:
                     for fig in fin.figures if rd.writes else ():
                         plots.draw(fig, rd.path / "plots")
                 summary.update(fin.summary)
+                with writing(rd.path / recordlib.FOLDER, NOT_WRITABLE):
+                    for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                        recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
+                if fin.recordings:
+                    summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
         except KeyboardInterrupt:  # during the figures or the final evaluation: resumable, which redoes them
             status = summary["status"] = "interrupted"
         except WriteError as e:
@@ -349,6 +378,8 @@ class Protocol:
             summary["error"] = _failure_text(failure)
         with _DeferSigint():
             failure = _saving(failure, rd.write_summary, summary)
+        if tracker is not None:
+            tracker.close(summary)
         if failure is not None:
             raise RunFailed(f"{_failure_text(failure)} [run folder {rd.path}; "
                             + ("nothing was lost: free space, then continue with --resume]" if _disk_full(failure)
@@ -489,6 +520,14 @@ class RunInfo:
     def title(self) -> str:
         task = f"{self.task}: " if self.task else f"{self.protocol}: "
         return f"{task}{self.method} ({self.backend}, preset {self.preset}, seed {self.seed})"
+
+
+class StopRun(Exception):
+    """Raised by a run hook to end a run early; ``status`` goes into the summary (e.g. ``pruned``)."""
+
+    def __init__(self, status: str = "stopped", message: str = ""):
+        super().__init__(message or status)
+        self.status = status
 
 
 def _check_processes(cls, method: str, backend: str):
