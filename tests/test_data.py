@@ -151,6 +151,7 @@ def test_mnist_lookup_order(tmp_path, monkeypatch):
     monkeypatch.setenv(data.ENV_VAR, str(root))
     assert data.load("mnist", val_size=5, test_size=5).sizes()["train"] == 30
     monkeypatch.delenv(data.ENV_VAR)
+    monkeypatch.delenv("RSRP_SIM_CACHE", raising=False)  # it would move the cache (and the data folder)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data.data_root() == tmp_path / "cache" / "rsrp_sim" / "data"
     with pytest.raises(UserError) as e:

@@ -3,20 +3,22 @@
 Runs are grouped by method and back-end (and protocol, when several are given); each group is drawn
 as its mean over seeds with a min..max band, and a table gives final and best eval scores with 95 %
 confidence intervals over seeds.  A folder that holds run folders (a multi-seed group) is expanded.
+A run folder that cannot be read (a damaged ``config.yaml``, ``metrics.csv`` or ``summary.json``) is
+skipped with one warning line; an existing ``--out`` file is kept unless ``--force``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from ..infra.cli import DEBUG_HELP, Parser, guard
 from ..infra.errors import UserError
-from ..infra.records import CONFIG, METRICS, SUMMARY, read_metrics
+from ..infra.records import CONFIG, METRICS, read_metrics, read_summary
 
 
 def expand(paths) -> list[Path]:
@@ -36,16 +38,50 @@ def expand(paths) -> list[Path]:
 
 
 def load_run(path: Path) -> dict[str, Any]:
-    """A run folder's ``config.yaml``, ``metrics.csv`` rows and ``summary.json``."""
-    cfg = yaml.safe_load((path / CONFIG).read_text())
+    """A run folder's ``config.yaml``, ``metrics.csv`` rows and ``summary.json`` (a damaged one is a
+    one-line :class:`UserError`)."""
+    path = Path(path)
+    try:
+        cfg = yaml.safe_load((path / CONFIG).read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path / CONFIG} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path / CONFIG} ({e.strerror})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path / CONFIG} is not a run record")
+    for key, tp in (("protocol", str), ("method", str), ("backend", str), ("config", dict)):
+        if not isinstance(cfg.get(key), tp):
+            raise UserError(f"{path / CONFIG}: {key} must be {tp.__name__}, got {cfg.get(key)!r}")
     rows = read_metrics(path / METRICS)
-    summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).is_file() else {}
+    summary = read_summary(path)
     return {"path": path, "config": cfg, "rows": rows, "summary": summary}
+
+
+def load_runs(paths, warn=None) -> list[dict[str, Any]]:
+    """:func:`load_run` of each folder; one that cannot be read is skipped with one warning line."""
+    warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
+    runs = []
+    for p in paths:
+        try:
+            runs.append(load_run(p))
+        except UserError as e:
+            warn(f"skipping {p}: {e}")
+    return runs
+
+
+def columns(runs) -> list[str]:
+    """The metrics columns every run has (in the first run's order)."""
+    if not runs:
+        return []
+    common = set.intersection(*[set(k for row in r["rows"] for k in row) for r in runs])
+    first = [k for row in runs[0]["rows"] for k in row]
+    return list(dict.fromkeys(k for k in first if k in common))
 
 
 def common_threshold(runs) -> float | None:
     """The "solved" score the runs share (from their summaries), or None."""
-    values = {r["summary"].get("solved_threshold") for r in runs}
+    values = {v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+              for v in (r["summary"].get("solved_threshold") for r in runs)}
     return values.pop() if len(values) == 1 else None
 
 
@@ -78,9 +114,13 @@ def group_runs(runs, by: str | None = None) -> dict[str, list]:
     return groups
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+
+
 def mean_ci(values) -> tuple[float, float]:
     """Mean and half-width of the 95 % t confidence interval (0 for one value)."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    v = np.asarray([x for x in values if _number(x) and np.isfinite(x)], dtype=float)
     if len(v) == 0:
         return math.nan, math.nan
     if len(v) == 1:
@@ -97,7 +137,7 @@ def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
     out = []
     for label, runs in groups.items():
         finals = [r["rows"][-1].get(y_key) for r in runs if r["rows"]]
-        scores = [[v for v in (x.get(y_key) for x in r["rows"]) if v is not None and np.isfinite(v)]
+        scores = [[v for v in (x.get(y_key) for x in r["rows"]) if _number(v) and np.isfinite(v)]
                   for r in runs if r["rows"]]   # NaN: not evaluated at that iteration
         fm, fh = mean_ci(finals)
         bm, bh = mean_ci([max(s, default=None) for s in scores])
@@ -119,18 +159,34 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
-    from . import plots
-
-    p = argparse.ArgumentParser(prog="rsrp-sim compare", description=__doc__)
+    p = Parser(prog="rsrp-sim compare", description=__doc__)
     p.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
     p.add_argument("--x", default=None,
                    help="comma-separated x axes: iteration, env_steps (or examples), wall_s "
                         "(default iteration,<env_steps or examples>,wall_s)")
     p.add_argument("--y", default="eval_score", help="metrics column to plot (default eval_score)")
     p.add_argument("--out", default="compare.png", help="figure file (default compare.png)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--by", default=None, help="group by this config key (e.g. shaping) instead of method")
-    args = p.parse_args(argv)
-    runs = [load_run(path) for path in expand(args.runs)]
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return guard(lambda: _main(args), debug=args.debug)
+
+
+def _main(args) -> int:
+    from . import plots
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name a figure file (e.g. {out / 'compare.png'})")
+    runs = load_runs(expand(args.runs))
+    if not runs:
+        raise UserError("no readable run folders among those given")
     if args.x is None:  # classification runs count training examples instead of environment steps
         args.x = f"iteration,{labels(runs)[1]},wall_s"
     x_keys = tuple(k.strip() for k in args.x.split(",") if k.strip())
@@ -138,10 +194,13 @@ def main(argv=None) -> int:
     for k in x_keys:
         if k not in known:
             raise UserError(f"unknown x axis {k!r}; allowed: {', '.join(sorted(known))}")
+    have = columns(runs)
+    if args.y not in have:
+        raise UserError(f"unknown column {args.y!r} for --y; the runs' metrics columns: {', '.join(have) or 'none'}")
     groups = group_runs(runs, by=args.by)
     protos = {r["config"]["protocol"] for r in runs}
     threshold = common_threshold(runs)
-    path = plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, args.out, x_keys=x_keys,
+    path = plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, out, x_keys=x_keys,
                          y_key=args.y, title=" / ".join(sorted(protos)), threshold=threshold,
                          score_label=args.y.replace("_", " "))
     print(format_table(table(groups, args.y)))

@@ -4,10 +4,13 @@ Everything draws with matplotlib's Agg back-end into PNG files; nothing needs a 
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..infra.records import NOT_WRITABLE, atomic_write_bytes, writing
 
 X_LABELS = {
     "iteration": "generation / iteration",
@@ -26,6 +29,18 @@ def _plt():
     return plt
 
 
+def _folder(path: Path):
+    with writing(path.parent, NOT_WRITABLE):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _save(fig, path: Path):
+    """The figure as PNG, written atomically (never a torn file; the records' file mode)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    atomic_write_bytes(path, buf.getvalue(), NOT_WRITABLE)
+
+
 def _column(rows, key):
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
 
@@ -36,7 +51,7 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
     """Train and eval score against iteration and against env steps (two panels)."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, xkey in zip(axes, ("iteration", steps_field)):
         x = _column(rows, xkey)
@@ -53,7 +68,7 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -62,7 +77,7 @@ def p_histogram(p: dict[str, np.ndarray], path, title: str = "release probabilit
     """Histogram of every mask's release probabilities."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     bins = np.linspace(0, 1, 41)
     for name, v in p.items():
@@ -71,7 +86,7 @@ def p_histogram(p: dict[str, np.ndarray], path, title: str = "release probabilit
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -103,7 +118,7 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
     """Overlay groups of runs (label -> runs' metric rows): mean line and min-max band over seeds."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     fig, axes = plt.subplots(1, len(x_keys), figsize=(5.2 * len(x_keys), 4.2), constrained_layout=True,
                              squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -131,7 +146,7 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
     axes[0][0].legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -140,7 +155,7 @@ def confusion_matrix(counts, path, title: str = "confusion matrix", class_names:
     """Row-normalised confusion matrix (rows: true class, columns: predicted) with the counts written in."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     counts = np.asarray(counts)
     n = counts.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
@@ -159,7 +174,7 @@ def confusion_matrix(counts, path, title: str = "confusion matrix", class_names:
     acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title} (accuracy {acc:.4f}, n={int(counts.sum())})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -171,7 +186,7 @@ def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "sp
     """
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     times, gids = np.asarray(times, dtype=float), np.asarray(gids, dtype=np.int64)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
@@ -189,7 +204,7 @@ def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "sp
     ax.invert_yaxis()
     ax.set_xlabel("time (ms)")
     ax.set_title(title)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -198,7 +213,7 @@ def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, tit
     """One panel per group of synapses: histogram of the initial and the final weights."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     n = max(len(groups), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), constrained_layout=True, squeeze=False)
     for ax, (name, (before, after)) in zip(axes[0], groups.items()):
@@ -211,7 +226,7 @@ def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, tit
     axes[0][0].set_ylabel("synapses")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -221,7 +236,7 @@ def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence
     colour scale from 0 to its largest weight; ``labels`` (optional) are written in each tile's corner."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     w = np.asarray(weights, dtype=float)
     n, hgt, wid = w.shape
     cols = int(np.ceil(np.sqrt(n)))
@@ -242,7 +257,7 @@ def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence
                     va="top", ha="left")
     ax.set_axis_off()
     ax.set_title(f"{title} (each tile scaled to its largest weight)", fontsize=9)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -251,7 +266,7 @@ def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron
     """Number of neurons labelled with each class (and unlabelled ones, -1, as 'none')."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     a = np.asarray(assignments, dtype=np.int64)
     counts = np.bincount(a[a >= 0], minlength=n_classes)[:n_classes]
     none = int((a < 0).sum())
@@ -265,7 +280,7 @@ def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron
     ax.set_ylabel("neurons")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -295,7 +310,7 @@ def sweep_objective(trials: Sequence[dict[str, Any]], path, objective: str, dire
     """
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     marks = _trial_marks(trials)
     for state, (nums, vals) in marks.items():
@@ -311,7 +326,7 @@ def sweep_objective(trials: Sequence[dict[str, Any]], path, objective: str, dire
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"{objective} per trial", fontsize=10)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -323,7 +338,7 @@ def sweep_params(trials: Sequence[dict[str, Any]], keys: Sequence[str], path, ob
     any type are spread over the x axis in their order of first appearance)."""
     plt = _plt()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _folder(path)
     n = max(len(keys), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -352,7 +367,7 @@ def sweep_params(trials: Sequence[dict[str, Any]], keys: Sequence[str], path, ob
     axes[0][0].set_ylabel(objective)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(title or f"{objective} against each swept key", fontsize=10)
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 

@@ -5,19 +5,24 @@ For every protocol among the runs, one figure with all its methods on one axis b
 wall-clock, mean over seeds with a min..max band, and a table of final and best eval scores (mean
 ± 95 % CI).  Every ablation folder gets its own figure and table, grouped by the swept key.
 ``index.html`` holds the figures, the tables, each group's configuration and the package versions.
+
+Every file is written inside ``--out`` under a sanitised name (a name from a run's records never
+becomes a path); files that exist are kept unless ``--force``.  A run folder that cannot be read is
+skipped with one warning line.
 """
 from __future__ import annotations
 
 import argparse
 import html
-import json
 from pathlib import Path
 
 import yaml
 
 from . import plots
-from .compare import common_threshold, expand, group_runs, labels, load_run, table
+from .compare import common_threshold, expand, group_runs, labels, load_runs, table
+from ..infra.cli import DEBUG_HELP, Parser, guard
 from ..infra.errors import UserError
+from ..infra.records import NOT_WRITABLE, atomic_write_bytes, inside, json_bytes, safe_name, writing
 
 SECTION_TITLES = {
     "cartpole": "CartPole-v1: return of the deterministic network",
@@ -28,46 +33,90 @@ SECTION_TITLES = {
 }
 
 
-def _section(runs, title, out_png, by=None):
+def _section(runs, title, figure: str, by=None):
     score, steps = labels(runs)
-    threshold = common_threshold(runs)
     groups = group_runs(runs, by=by)
-    plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, out_png,
-                  x_keys=("iteration", steps, "wall_s"), title=title, threshold=threshold, score_label=score)
     configs = {label: v[0]["config"].get("config", {}) for label, v in groups.items()}
-    return {"title": title, "figure": out_png.name, "table": table(groups), "configs": configs,
-            "runs": [str(r["path"]) for r in runs]}
+    return {"title": title, "figure": figure, "table": table(groups), "configs": configs,
+            "runs": [str(r["path"]) for r in runs], "_draw": (groups, steps, score, common_threshold(runs))}
 
 
-def build(paths, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    sections, others = [], []
+def _unique(name: str, used: set) -> str:
+    stem, n = name, 2
+    while name in used:
+        name = f"{stem}-{n}"
+        n += 1
+    used.add(name)
+    return name
+
+
+def build(paths, out: Path, force: bool = False) -> dict:
+    out = Path(out)
+    for name in ("index.html", "report.json"):  # before reading any run
+        if (out / name).exists() and not force:
+            raise UserError(f"{out / name} already exists; pass --force to overwrite the report in {out} or choose "
+                            f"another --out")
+    sections, others, used = [], [], {"index", "report"}
     for p in map(Path, paths):
-        if (p / "ablation.yaml").is_file():
-            meta = yaml.safe_load((p / "ablation.yaml").read_text())
-            runs = [load_run(q) for q in expand([p])]
-            title = f"Ablation {meta['ablation']}: {meta['description']}"
-            sections.append(_section(runs, title, out / f"ablation_{meta['ablation']}.png", by=meta["key"]))
+        meta_file = p / "ablation.yaml"
+        if meta_file.is_file():
+            try:
+                meta = yaml.safe_load(meta_file.read_bytes().decode("utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError):
+                meta = None
+            if not isinstance(meta, dict) or not isinstance(meta.get("key"), str):
+                _warn(f"skipping {p}: {meta_file} is not a valid ablation record")
+                continue
+            runs = load_runs(expand([p]), _warn)
+            if not runs:
+                _warn(f"skipping {p}: no readable run folders")
+                continue
+            name = str(meta.get("ablation", p.name))
+            title = f"Ablation {name}: {meta.get('description', '')}"
+            figure = _unique(f"ablation_{safe_name(name)}", used) + ".png"
+            sections.append(_section(runs, title, figure, by=meta["key"]))
         else:  # run folders and groups (also one value of an ablation, named on its own)
             others.append(p)
-    rest = [load_run(q) for q in dict.fromkeys(expand(others))] if others else []
+    rest = load_runs(list(dict.fromkeys(expand(others))), _warn) if others else []
     by_protocol: dict[str, list] = {}
     for r in rest:
         by_protocol.setdefault(r["config"]["protocol"], []).append(r)
     for name, runs in by_protocol.items():
+        figure = _unique(safe_name(name), used) + ".png"
         sections.insert(len([s for s in sections if not s["title"].startswith("Ablation")]),
-                        _section(runs, SECTION_TITLES.get(name, name), out / f"{name}.png"))
+                        _section(runs, SECTION_TITLES.get(name, name), figure))
     if not sections:
-        raise UserError("no runs found in the folders given")
+        raise UserError("no readable runs found in the folders given")
+    targets = [inside(out, name) for name in ["report.json", "index.html"] + [s["figure"] for s in sections]]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise UserError(f"{existing[0]} already exists; pass --force to overwrite the report in {out} or choose "
+                        f"another --out")
+    with writing(out, NOT_WRITABLE):
+        out.mkdir(parents=True, exist_ok=True)
+    for s in sections:
+        groups, steps, score, threshold = s.pop("_draw")
+        plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, inside(out, s["figure"]),
+                      x_keys=("iteration", steps, "wall_s"), title=s["title"], threshold=threshold,
+                      score_label=score)
     versions = {}
-    for p in expand(paths):
-        v = (yaml.safe_load((p / "config.yaml").read_text()) or {}).get("versions", {})
-        for k, val in v.items():
-            versions.setdefault(k, set()).add(val)
+    for r in [r for s in sections for r in s["runs"]]:
+        try:
+            v = (yaml.safe_load((Path(r) / "config.yaml").read_text()) or {}).get("versions", {})
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, AttributeError):
+            continue
+        for k, val in (v.items() if isinstance(v, dict) else ()):
+            versions.setdefault(str(k), set()).add(str(val))
     doc = {"sections": sections, "versions": {k: sorted(v) for k, v in versions.items()}}
-    (out / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    (out / "index.html").write_text(_html(doc))
+    atomic_write_bytes(inside(out, "report.json"), json_bytes(doc), NOT_WRITABLE)
+    atomic_write_bytes(inside(out, "index.html"), _html(doc).encode(), NOT_WRITABLE)
     return doc
+
+
+def _warn(text: str):
+    import sys
+
+    print(f"warning: {text}", file=sys.stderr)
 
 
 def _fmt(v):
@@ -105,12 +154,20 @@ def _html(doc) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="rsrp-sim report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="rsrp-sim report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders, multi-seed groups, ablation folders")
     p.add_argument("--out", required=True, help="report folder (index.html and PNG figures)")
-    args = p.parse_args(argv)
-    doc = build(args.runs, Path(args.out))
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing report in --out")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return guard(lambda: _main(args), debug=args.debug)
+
+
+def _main(args) -> int:
+    doc = build(args.runs, Path(args.out), force=args.force)
     for s in doc["sections"]:
         print(f"{s['title']}: {s['figure']} ({len(s['runs'])} runs)")
     print(f"report: {Path(args.out) / 'index.html'}")

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..infra import assets
-from ..infra.config import coerce
+from ..infra.config import check_positive, coerce
 from ..infra.errors import UserError, unknown
 
 
@@ -24,7 +24,9 @@ def available() -> list[str]:
 def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read ``models/<name>.yaml`` and apply validated ``overrides`` (same keys, same types).
 
-    A key may be a dotted path into nested mappings (``stdp.RLhebbwt``, ``cells.E.VTH``).
+    A key may be a dotted path into nested mappings (``stdp.RLhebbwt``, ``cells.E.VTH``).  Every
+    number must be finite, and time constants (``tau*``), time steps (``dt``) and gains (``*gain``,
+    ``gain.*``) must be > 0 (see :func:`rsrp_sim.infra.config.must_be_positive`).
     """
     if name not in available():
         raise unknown("model", name, available())
@@ -39,7 +41,21 @@ def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             if depth < len(parts) - 1:
                 node = node[part]
         node[parts[-1]] = coerce(f"model.{key}", value, type(node[parts[-1]]))
+    _check_numbers(data, "model")
     return data
+
+
+def _check_numbers(node, prefix: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_numbers(v, f"{prefix}.{k}")
+    elif isinstance(node, list):
+        for v in node:
+            _check_numbers(v, prefix)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{prefix} must be a finite number, got {node}")
+    else:
+        check_positive(prefix, node)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +99,14 @@ class SNNConstants:
             raise UserError(f"model.excitatory_ratio must be in (0, 1], got {self.excitatory_ratio}")
         if self.dt <= 0 or self.sim_time < self.dt:
             raise UserError(f"model.dt must be > 0 and <= sim_time, got dt={self.dt} sim_time={self.sim_time}")
+        for key in ("tau_syn", "tau_m", "tau_out", "k_in", "k_h", "k_out", "init_std"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"model.{key} must be a finite number > 0, got {value}")
+        if not 0.0 < self.rho0 <= 1.0:
+            raise UserError(f"model.rho0 must be in (0, 1], got {self.rho0}")
+        if not self.v_th > self.v_reset:
+            raise UserError(f"model.v_th must be above model.v_reset, got v_th={self.v_th} v_reset={self.v_reset}")
 
     # ---- derived
     @property

@@ -5,8 +5,9 @@
     ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test  # uint8 (N, H, W, C), int32 (N,)
 
 Where the files are looked for: ``data_dir`` (the ``--data-dir`` option), else ``$RSRP_SIM_DATA``,
-else the user cache (``$XDG_CACHE_HOME/rsrp_sim/data`` or ``~/.cache/rsrp_sim/data``); in that folder
-and in its per-data-set sub-folders (``mnist/``, ``MNIST/raw/``, ``cifar10/`` ...).
+else the user cache's ``data/`` (``$RSRP_SIM_CACHE/data``, else ``$XDG_CACHE_HOME/rsrp_sim/data`` or
+``~/.cache/rsrp_sim/data``); in that folder and in its per-data-set sub-folders (``mnist/``,
+``MNIST/raw/``, ``cifar10/`` ...).
 
 Splits are deterministic (``split_seed``, independent of the run's seed): the validation split is
 taken from the training set and is the one used for model selection during training; the test split
@@ -69,8 +70,10 @@ def register(name: str, loader, constants: dict[str, Any]):
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rsrp_sim" / "data"
+    """The data sets' folder in the user cache (:func:`rsrp_sim.infra.cache.cache_base` / data)."""
+    from ..infra.cache import cache_base
+
+    return cache_base() / "data"
 
 
 def data_root(data_dir=None) -> Path:

@@ -3,7 +3,8 @@
 Python version (``cifar-10-batches-py/``): ``data_batch_1`` ... ``data_batch_5`` and ``test_batch``,
 each a pickled dict with ``data`` (N, 3072) uint8 (1024 red, 1024 green, 1024 blue values, rows of
 32) and ``labels``.  They are unpickled with a restricted unpickler that only builds NumPy arrays,
-so a tampered file cannot run code.  Binary version (``cifar-10-batches-bin/``):
+so a tampered file cannot run code, and no larger than the file itself (an array's bytes are in the
+file), so a tampered file cannot exhaust the memory either.  Binary version (``cifar-10-batches-bin/``):
 ``data_batch_1.bin`` ... ``test_batch.bin``, records of 1 label byte + 3072 pixel bytes.
 A folder with only the test batch is a test-only data set.
 """
@@ -27,15 +28,63 @@ SUBS = ("", "cifar-10-batches-py", "cifar-10-batches-bin")
 
 
 class _NumpyOnly(pickle.Unpickler):
+    """Builds dicts, lists, numbers, bytes and NumPy arrays of at most ``limit`` bytes, nothing else."""
+
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"),
                ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 store bytes
 
+    def __init__(self, file, limit: int, **kw):
+        super().__init__(file, **kw)
+        self.limit = int(limit)
+
     def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        found = super().find_class(module, name)
+        if name == "_reconstruct":
+            return self._reconstruct(found)
+        return found
+
+    def _reconstruct(self, real):
+        limit = self.limit
+
+        class Bounded(np.ndarray):  # its __setstate__ (the pickle's BUILD) is checked as well
+            def __setstate__(self, state):
+                if not isinstance(state, tuple) or len(state) not in (4, 5):
+                    raise pickle.UnpicklingError("malformed array state")
+                off = len(state) - 4  # (version,) shape, dtype, is_fortran, data
+                _check_size(state[off], state[off + 1], limit)
+                super().__setstate__(state)
+
+        def reconstruct(cls, shape, dtype):
+            if cls is not np.ndarray:
+                raise pickle.UnpicklingError(f"refusing to build a {getattr(cls, '__name__', cls)!r}")
+            _check_size(shape, dtype, limit)
+            return real(Bounded, shape, dtype)
+
+        return reconstruct
+
+
+def _check_size(shape, dtype, limit: int):
+    """Refuse an array whose shape or data type is odd, or whose bytes would exceed ``limit``."""
+    if isinstance(shape, int):
+        shape = (shape,)
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError(f"malformed array shape {shape!r}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise pickle.UnpicklingError(f"malformed array dtype ({e})") from None
+    if dt.hasobject:
+        raise pickle.UnpicklingError("refusing an array of Python objects")
+    n = dt.itemsize
+    for k in shape:
+        n *= k
+    if n > limit:
+        raise pickle.UnpicklingError(f"it asks for an array of shape {shape} ({n} bytes), more than the "
+                                     f"{limit}-byte file can hold")
 
 
 def _to_images(flat: np.ndarray) -> np.ndarray:
@@ -45,9 +94,11 @@ def _to_images(flat: np.ndarray) -> np.ndarray:
 
 def read_pickle_batch(path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
+    raw = path.read_bytes()
     try:
-        d = _NumpyOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        d = _NumpyOnly(io.BytesIO(raw), limit=len(raw), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError, RecursionError) as e:
         raise UserError(f"{path} is not a readable CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise UserError(f"{path} is not a CIFAR-10 python batch (a {type(d).__name__}, expected a dict)")

@@ -219,8 +219,15 @@ class RLPopulation(EvaluatedMethod):
         return new_state, record
 
     def _nonfinite_hint(self) -> str:
-        return (f" (environment {self.env.id}; a model constant may make the network diverge, check the "
-                f"model.* overrides and lr)")
+        """The likely cause of a non-finite reward: the settings that differ from the model's file."""
+        cfg = self.config
+        given = ", ".join(f"model.{k}={v!r}" for k, v in sorted((cfg.model_overrides or {}).items()))
+        if given:
+            cause = f"likely cause: the model override(s) {given} make the network diverge; check them"
+        else:
+            cause = f"likely cause: the network (model {cfg.model}) diverges; check the model's constants"
+        steps = [f"{k}={getattr(cfg, k):g}" for k in ("lr", "sigma") if isinstance(getattr(cfg, k, None), float)]
+        return f" (environment {self.env.id}; {cause}" + (f" and {', '.join(steps)})" if steps else ")")
 
     def finalize(self, state):
         """The spikes of the final deterministic network in ``record_episodes`` episodes (when the

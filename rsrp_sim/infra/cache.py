@@ -8,10 +8,19 @@ import os
 from pathlib import Path
 
 
+ENV_VAR = "RSRP_SIM_CACHE"
+
+
+def cache_base() -> Path:
+    """The cache folder (not created)."""
+    base = os.environ.get(ENV_VAR)
+    if base:
+        return Path(base).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "rsrp_sim"
+
+
 def cache_dir(*parts: str) -> Path:
-    base = os.environ.get("RSRP_SIM_CACHE")
-    if not base:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rsrp_sim"
-    path = Path(base, *parts)
+    """``cache_base() / parts...``, created if needed."""
+    path = Path(cache_base(), *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

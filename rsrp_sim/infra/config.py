@@ -5,10 +5,17 @@ A method's configuration is a dataclass whose fields carry their types (``int``,
 :func:`build` layers the dataclass defaults, a preset from the protocol's YAML file and the
 command line's ``key=value`` overrides, checking every key and value; any problem is a one-line
 :class:`~rsrp_sim.errors.UserError` naming the key and what is allowed.
+
+Two checks hold for every configuration (and every model file, :mod:`rsrp_sim.core.models`): a
+float must be finite (``.inf`` / ``.nan`` are refused, :func:`coerce`), and a key named like a
+quantity that is positive by nature (:func:`must_be_positive`: learning rates ``lr``, noise scales
+``sigma``, time constants ``tau*``, time steps ``dt``, gains ``*gain``) must be > 0.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from typing import Any, Literal
 
@@ -17,6 +24,7 @@ import yaml
 from .errors import UserError, unknown
 
 MODEL_PREFIX = "model."
+_EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -38,6 +46,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = raw
         if isinstance(value, (int, float)) and not isinstance(value, bool) and ":" in raw:
             value = raw.strip()  # YAML 1.1 reads 1:1 as the base-60 number 61; nobody means that
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
         if key.startswith(MODEL_PREFIX):
             out.setdefault("model_overrides", {})[key[len(MODEL_PREFIX):]] = value
         else:
@@ -77,6 +87,8 @@ def coerce(key: str, value, tp):
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise UserError(f"{key} must be a finite number, got {value}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -90,6 +102,24 @@ def coerce(key: str, value, tp):
     else:  # pragma: no cover - only the types above are used in configs
         return value
     raise UserError(f"{key} must be {_type_name(tp)}, got {value!r}")
+
+
+#: names of keys (the last part of a dotted name) whose values must be > 0 wherever they appear
+POSITIVE = re.compile(r"^(lr|sigma|dt|tau.*|.*gain)$", re.IGNORECASE)
+
+
+def must_be_positive(key: str) -> bool:
+    """Whether the key ``key`` (``lr``, ``model.tau_syn``, ``model.gain.EE`` ...) must be > 0: its last
+    part (or, for a group such as ``gain.EE``, the group's name) matches :data:`POSITIVE`."""
+    parts = [p for p in key.split(".") if p]
+    return any(POSITIVE.match(p) for p in parts[-2:] if p != "model")
+
+
+def check_positive(key: str, value):
+    """A one-line error when ``key`` must be > 0 (:func:`must_be_positive`) and ``value`` is not."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and must_be_positive(key) \
+            and not value > 0:
+        raise UserError(f"{key} must be > 0, got {value}")
 
 
 def field_types(cls) -> dict[str, Any]:
@@ -118,6 +148,8 @@ def build(cls, *layers: tuple[str, dict[str, Any]]):
     cfg = cls()
     for source, values in layers:
         cfg = apply(cfg, values or {}, source)
+    for key in field_types(cls):
+        check_positive(key, getattr(cfg, key))
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

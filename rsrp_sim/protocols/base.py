@@ -10,7 +10,14 @@ engine's RSRP) takes an *evaluator* from each back-end; any other method is a ba
 Command line (every protocol)::
 
     python -m rsrp_sim.protocols.<name> [--method M] [--backend B] [--preset P] [--seed S]
-                                        [--out DIR] [--resume] [--env ID] [key=value ...]
+                                        [--out DIR] [--resume] [--env ID] [--debug] [key=value ...]
+
+Exit statuses (:mod:`rsrp_sim.infra.errors`): 0 done, 2 bad input or environment (one line; nothing
+run, nothing on disk changed), 3 the run started and failed (one line; resumable), 130 interrupted
+(resumable), 1 an internal error (``--debug`` shows the traceback).  Resuming checks the run's
+``config.yaml`` (method, protocol, types) and the checkpoint's metadata, and refuses any edit other
+than the iteration count; ``config.yaml`` is rewritten (for a new iteration count) only after the
+checkpoint has loaded.
 """
 from __future__ import annotations
 
@@ -18,9 +25,13 @@ import argparse
 import dataclasses
 import datetime as _dt
 import importlib
+import json
 import math
+import os
 import platform
+import signal
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -33,14 +44,17 @@ from ..infra import config as configlib
 from ..infra import distributed
 from ..infra import recordings as recordlib
 from ..infra import tracking
-from ..infra.errors import UserError, unknown
-from ..infra.records import NullRunDir, RunDir
+from ..infra.cli import DEBUG_HELP, Parser as _Parser, guard
+from ..infra.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserError, WriteError, unknown
+from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, unflatten_state, writing
 
-EXIT_USAGE = 2  #: bad input or environment (one line on stderr)
-EXIT_FAILED = 3  #: the run started and failed (e.g. a non-finite reward); it stays resumable
-EXIT_INTERRUPTED = 130  #: Ctrl-C; the run is resumable
+__all__ = ["MethodSpec", "Protocol", "RunFailed", "RunInfo", "StopRun", "summary_line", "check_seed", "EXIT_USAGE",
+           "EXIT_FAILED", "EXIT_INTERRUPTED", "RUN_FORMAT", "MAX_SEED"]
+
 #: version of the run-folder format; 2: pop_size counts sampled members only (eval_size on top)
 RUN_FORMAT = 2
+#: seeds are integers in [0, MAX_SEED)
+MAX_SEED = 2**32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,78 +189,116 @@ class Protocol:
         if resume:
             if out is None:
                 raise UserError("--resume needs --out RUN_DIR naming the run folder to continue")
-            rd = RunDir.open(out) if writer else NullRunDir.open(out)
-            saved = rd.config
-            if saved.get("format") != RUN_FORMAT:
-                raise UserError(f"{rd.path} was written by an older rsrp_sim (run-folder format "
-                                f"{saved.get('format', 1)}, where pop_size also counted the eval members); "
-                                f"this version cannot resume it: start a new run")
-            for given, key in ((method, "method"), (backend, "backend")):
-                if given is not None and given != saved[key]:
-                    raise UserError(f"--{key} {given} does not match the run being resumed ({saved[key]})")
-            method, backend, preset, seed = saved["method"], saved["backend"], saved["preset"], saved["seed"]
-            spec = self.method(method)
-            cls = self.method_class(spec, backend)
-            _check_processes(cls, method, backend)
-            it_key = cls.iterations_key
-            bad = [k for k in overrides if k != it_key]
-            if bad:
-                raise UserError(f"cannot change {bad[0]} when resuming; only {it_key}= may be given "
-                                f"(to extend the run)")
-            cfg = configlib.build(cls.Config, ("config.yaml", saved["config"]), ("override", overrides))
-            if overrides and writer:
-                rd.config["config"] = configlib.to_dict(cfg)
-                from ..infra.records import CONFIG, atomic_write_bytes
-
-                atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode())
-            instance = cls(cfg, int(seed))
-        else:
-            method = method or next(iter(self.methods))
-            spec = self.method(method)
-            backend = backend or spec.default_backend
-            cls = self.method_class(spec, backend)
-            _check_processes(cls, method, backend)
-            cfg = self.build_config(method, backend, preset, overrides)
-            instance = cls(cfg, int(seed))  # validates everything the method checks before a folder exists
+            rd = RunDir.open(out) if writer else NullRunDir.open(out)  # locked until closed: one writer
+            try:
+                return self._resume(rd, method, backend, overrides, progress, stop_after, hooks)
+            finally:
+                rd.close()
+        seed = check_seed(seed)
+        method = method or next(iter(self.methods))
+        spec = self.method(method)
+        backend = backend or spec.default_backend
+        cls = self.method_class(spec, backend)
+        _check_processes(cls, method, backend)
+        cfg = self.build_config(method, backend, preset, overrides)
+        instance = cls(cfg, seed)  # validates everything the method checks before a folder exists
+        try:
+            state = instance.init_state()
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
-                   "preset": preset, "seed": int(seed), "task": instance.task_name,
+                   "preset": preset, "seed": seed, "task": instance.task_name,
                    "labels": {"score": self.score_label, "steps": self.steps_label},
                    "config": configlib.to_dict(cfg), "versions": versions(), "command": " ".join(sys.argv),
                    "processes": distributed.process_count(), "devices": distributed.device_count()}
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
-        try:
-            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after,
-                              hooks)
+            try:
+                return self._loop(rd, instance, cfg, method, backend, preset, seed, state, 0, 0.0, progress,
+                                  stop_after, fresh=True, hooks=hooks)
+            finally:
+                rd.close()
         finally:
             instance.close()
 
-    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after, hooks=()):
+    def _resume(self, rd: RunDir, method, backend, overrides, progress, stop_after, hooks=()):
+        saved = check_run_doc(rd.path, rd.config, self.name, self.module)
+        for given, key in ((method, "method"), (backend, "backend")):
+            if given is not None and given != saved[key]:
+                raise UserError(f"--{key} {given} does not match the run being resumed ({saved[key]})")
+        method, backend, preset, seed = saved["method"], saved["backend"], saved["preset"], saved["seed"]
+        where = rd.path / CONFIG
+        if method not in self.methods:
+            raise UserError(f"{where} names method {method!r}, which protocol {self.name} does not have "
+                            f"(allowed: {', '.join(self.methods)}); restore it or start a new run")
+        spec = self.method(method)
+        if backend not in spec.backends:
+            raise UserError(f"{where} names back-end {backend!r}, which method {method} does not have "
+                            f"(allowed: {', '.join(spec.backends)}); restore it or start a new run")
+        cls = self.method_class(spec, backend)
+        _check_processes(cls, method, backend)
+        it_key = cls.iterations_key
+        bad = [k for k in overrides if k != it_key]
+        if bad:
+            raise UserError(f"cannot change {bad[0]} when resuming; only {it_key}= may be given "
+                            f"(to extend the run)")
+        try:
+            recorded = configlib.build(cls.Config, ("config.yaml", saved["config"]))
+        except UserError as e:
+            raise UserError(f"{where}: {e}; restore it (only {it_key} may change) or start a new run") from None
+        cfg = configlib.build(cls.Config, ("config.yaml", saved["config"]), ("override", overrides))
+        instance = cls(cfg, seed)
+        try:
+            state, start, wall = instance.init_state(), 0, 0.0
+            arrays, meta = rd.read_checkpoint()
+            if arrays is not None:
+                check_unchanged(rd, meta, {"method": method, "backend": backend, "seed": seed,
+                                           "config": configlib.to_dict(recorded)}, it_key)
+                state = unflatten_state(arrays, state)
+                start, wall = meta["iteration"], float(meta["wall_s"])
+            rd.prepare_metrics(start)
+            if overrides and rd.writes:  # only now that the checkpoint has loaded
+                rd.config["config"] = configlib.to_dict(cfg)
+                atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode(), NOT_WRITABLE)
+            return self._loop(rd, instance, cfg, method, backend, preset, seed, state, start, wall, progress,
+                              stop_after, fresh=False, hooks=hooks)
+        finally:
+            instance.close()
+
+    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, state, start, wall, progress, stop_after,
+              fresh: bool, hooks=()):
         from tqdm.auto import tqdm
 
         from ..analysis import plots
 
-        state = m.init_state()
-        start, wall = 0, 0.0
-        if resume:
-            loaded, meta = rd.load_checkpoint(state)
-            if loaded is not None:
-                state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
-            rd.truncate_metrics(start)
+        ident = {"method": method, "backend": backend, "seed": seed, "config": configlib.to_dict(cfg)}
         if distributed.process_count() > 1:  # every process continues from the writer's checkpoint
             state, start, wall = distributed.broadcast_from_writer((state, start, wall))
             start, wall = int(start), float(wall)
         rows = rd.read_metrics()
         info = RunInfo(self.name, method, backend, preset, seed, m.task_name, m.solved_threshold, m.iterations)
-        rd.write_summary(self._summary(rd, info, rows, wall, "running"))
+        try:
+            rd.write_summary(self._summary(rd, info, rows, wall, "running"))
+            if fresh:  # the configuration the run was made with, for the checks on resume
+                rd.save_checkpoint(state, {"iteration": 0, "wall_s": 0.0, **ident})
+        except BaseException:
+            if fresh:
+                rd.discard()  # a run that never started leaves no folder behind
+            raise
         committed = (state, start, wall)
         status, failure = "completed", None
+        defer = _DeferSigint()
         bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it",
                    disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
         ctrl_c = distributed.InterruptAgreement()  # several processes stop after the same iteration
-        tracker = (tracking.open_tracker(getattr(cfg, "logger", "none"), rd.path, rd.config, start, resume)
-                   if rd.writes else None)  # process 0 alone writes
+        try:
+            tracker = (tracking.open_tracker(getattr(cfg, "logger", "none"), rd.path, rd.config, start, not fresh)
+                       if rd.writes else None)  # process 0 alone writes
+        except BaseException:
+            ctrl_c.close()
+            bar.close()
+            if fresh:
+                rd.discard()
+            raise
         try:
             it = start
             while it < info.total:
@@ -265,20 +317,23 @@ class Protocol:
                 state = new_state
                 committed = (state, it, wall)
                 if it % every == 0 or it == info.total:
-                    rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
+                    rd.save_checkpoint(state, {"iteration": it, "wall_s": wall, **ident})
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
                 if tracker is not None:
                     tracker.log(rec, m.histograms(state))
                 bar.update(1)
-                bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
-                                eval=f"{rec.get('eval_score', float('nan')):.4g}")
+                bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")))
                 for hook in hooks:
                     hook.iteration(rec)
         except KeyboardInterrupt:
             status = "interrupted"
+            ctrl_c.close()  # its handler gives way to ...
+            defer.start()  # ... this one: from now on until the folder is saved, Ctrl-C cannot tear it
+            if rd.writes:
+                os.write(2, b"interrupted: saving the run folder (it stays resumable)\n")
         except StopRun as e:  # a hook ended the run early (it stays resumable)
             status = e.status
-        except UserError as e:  # the run started and failed (e.g. a non-finite reward): keep it resumable
+        except UserError as e:  # the run started and failed (a non-finite reward, the disk full): resumable
             status, failure = "failed", e
         except distributed.LOST_PROCESS_ERRORS as e:  # another process of the run died
             status, failure = "failed", UserError(distributed.lost_process_message(e))
@@ -286,29 +341,49 @@ class Protocol:
             bar.close()
             ctrl_c.close()
         state, it, wall = committed
-        rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
-        rd.truncate_metrics(it)
+        if fresh and it == 0 and failure is not None:  # failed before its first iteration: nothing to keep
+            if tracker is not None:
+                tracker.close(self._summary(rd, info, [], wall, "failed"))
+            rd.discard(also=tracking.LOGGERS[1:])  # the trackers' folders (tensorboard/, wandb/)
+            raise RunFailed(f"{_failure_text(failure)} (nothing was recorded; the run folder {rd.path} was "
+                            f"removed)")
+        with defer:  # a second Ctrl-C cannot tear what is being saved
+            failure = _saving(failure, rd.save_checkpoint, state, {"iteration": it, "wall_s": wall, **ident})
+            failure = _saving(failure, rd.truncate_metrics, it)
         rows = [r for r in rows if int(r["iteration"]) <= it]  # a Ctrl-C between the row and the commit
-        if rows and rd.writes:
-            plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", info.title, info.threshold,
-                                 score_label=self.score_label, steps_field=m.steps_field, labels=m.curve_labels)
         summary = self._summary(rd, info, rows, wall, status)
-        if status == "completed":
-            fin = m.finalize(state)
-            for fig in fin.figures if rd.writes else ():
-                plots.draw(fig, rd.path / "plots")
-            summary.update(fin.summary)
-            for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
-                recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
-            if fin.recordings:
-                summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
+        try:
+            if rows and rd.writes and not _disk_full(failure):
+                with writing(rd.path / "plots", NOT_WRITABLE):
+                    plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", info.title, info.threshold,
+                                         score_label=self.score_label, steps_field=m.steps_field,
+                                         labels=m.curve_labels)
+            if status == "completed":
+                fin = m.finalize(state)
+                with writing(rd.path / "plots", NOT_WRITABLE):
+                    for fig in fin.figures if rd.writes else ():
+                        plots.draw(fig, rd.path / "plots")
+                summary.update(fin.summary)
+                with writing(rd.path / recordlib.FOLDER, NOT_WRITABLE):
+                    for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                        recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
+                if fin.recordings:
+                    summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
+        except KeyboardInterrupt:  # during the figures or the final evaluation: resumable, which redoes them
+            status = summary["status"] = "interrupted"
+        except WriteError as e:
+            failure = failure or e
         if failure is not None:
-            summary["error"] = str(failure)
-        rd.write_summary(summary)
+            summary["status"] = "failed"
+            summary["error"] = _failure_text(failure)
+        with _DeferSigint():
+            failure = _saving(failure, rd.write_summary, summary)
         if tracker is not None:
             tracker.close(summary)
         if failure is not None:
-            raise RunFailed(f"{failure} [run folder {rd.path}; after fixing the cause, continue with --resume]")
+            raise RunFailed(f"{_failure_text(failure)} [run folder {rd.path}; "
+                            + ("nothing was lost: free space, then continue with --resume]" if _disk_full(failure)
+                               else "after fixing the cause, continue with --resume]"))
         return rd, summary
 
     def _summary(self, rd, info: "RunInfo", rows, wall, status):
@@ -354,6 +429,7 @@ class Protocol:
                             "and --process-id (SLURM and Open MPI are detected without them)")
         p.add_argument("--num-processes", default=None, help="several processes: how many")
         p.add_argument("--process-id", default=None, help="several processes: this one's index, 0 .. N-1")
+        p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
         p.add_argument("--list-keys", action="store_true", help="print the method's config keys and exit")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.1 "
                                                                           "model.n_neurons=64")
@@ -364,27 +440,23 @@ class Protocol:
             args = self.parser().parse_args(argv)
         except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
             return int(e.code or 0)
-        try:
-            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-            overrides = configlib.parse_overrides(args.overrides)
-            for shortcut in self.shortcuts:
-                if getattr(args, shortcut) is not None:
-                    overrides[shortcut] = getattr(args, shortcut)
-            if args.list_keys:
-                spec = self.method(args.method or next(iter(self.methods)))
-                cls = self.method_class(spec, args.backend or spec.default_backend)
-                print("\n".join(configlib.describe(cls.Config)))
-                return 0
-            if args.seeds is not None:
-                return self._main_group(args, overrides)
-            rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
-                             progress=not args.quiet)
-        except RunFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_FAILED
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        return guard(lambda: self._main(args), debug=args.debug)
+
+    def _main(self, args) -> int:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        overrides = configlib.parse_overrides(args.overrides)
+        for shortcut in self.shortcuts:
+            if getattr(args, shortcut) is not None:
+                overrides[shortcut] = getattr(args, shortcut)
+        if args.list_keys:
+            spec = self.method(args.method or next(iter(self.methods)))
+            cls = self.method_class(spec, args.backend or spec.default_backend)
+            print("\n".join(configlib.describe(cls.Config)))
+            return 0
+        if args.seeds is not None:
+            return self._main_group(args, overrides)
+        rd, s = self.run(args.method, args.backend, args.preset, args.seed, args.out, args.resume, overrides,
+                         progress=not args.quiet)
         if not distributed.is_writer():  # process 0 speaks for the run
             return EXIT_INTERRUPTED if s["status"] == "interrupted" else 0
         print(summary_line(s))
@@ -402,7 +474,7 @@ class Protocol:
                                                   parse_seeds(args.seeds), args.out, args.resume, overrides,
                                                   jobs=args.jobs, progress=not args.quiet)
         for s in summaries:
-            if s.get("status") != "missing":
+            if s.get("status") not in ("missing", "unreadable"):
                 print(summary_line(s))
         if table is None:
             print(f"interrupted; continue with: python -m {self.module} --seeds {args.seeds} --out {group} --resume")
@@ -412,10 +484,8 @@ class Protocol:
         return 0
 
 
-def _check_processes(cls, method: str, backend: str):
-    if distributed.process_count() > 1 and not cls.multi_process:
-        raise UserError(f"{method} on the {backend} back-end runs in one process; start it without rsrp-sim "
-                        f"launch / --num-processes (the population methods on jax split over processes)")
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
 
 
 def summary_line(s: dict[str, Any]) -> str:
@@ -460,12 +530,122 @@ class StopRun(Exception):
         self.status = status
 
 
-class RunFailed(UserError):
-    """A run that started failed; its folder holds everything up to the last completed iteration."""
+def _check_processes(cls, method: str, backend: str):
+    if distributed.process_count() > 1 and not cls.multi_process:
+        raise UserError(f"{method} on the {backend} back-end runs in one process; start it without rsrp-sim "
+                        f"launch / --num-processes (the population methods on jax split over processes)")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2)."""
+def check_seed(seed) -> int:
+    """``seed`` as an int in [0, :data:`MAX_SEED`); anything else is a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise UserError(f"--seed must be an integer in [0, {MAX_SEED}), got {seed!r}")
+    return seed
 
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
+
+_RUN_KEYS = {"protocol": str, "method": str, "backend": str, "preset": str, "seed": int, "config": dict}
+
+
+def check_run_doc(path: Path, doc, protocol: str, module: str) -> dict[str, Any]:
+    """A run folder's ``config.yaml`` checked before resuming: a mapping of this format, of this
+    protocol, with every key of the right type."""
+    where = Path(path) / CONFIG
+    if not isinstance(doc, dict):
+        raise UserError(f"{where} is not a run record (a {type(doc).__name__}, expected a mapping); restore it "
+                        f"or start a new run")
+    if doc.get("format") != RUN_FORMAT:
+        raise UserError(f"{path} was written by an older rsrp_sim (run-folder format "
+                        f"{doc.get('format', 1)}, where pop_size also counted the eval members); "
+                        f"this version cannot resume it: start a new run")
+    for key, tp in _RUN_KEYS.items():
+        if key not in doc:
+            raise UserError(f"{where} lacks the key {key!r}; restore it or start a new run")
+        value = doc[key]
+        if not isinstance(value, tp) or isinstance(value, bool):
+            raise UserError(f"{where}: {key} must be {tp.__name__}, got {value!r}; restore it or start a new run")
+    if doc["protocol"] != protocol:
+        other = "".join(c for c in doc["protocol"] if c.isalnum() or c in "_-") or "?"
+        raise UserError(f"{path} is a run of protocol {doc['protocol']!r}, not {protocol}; resume it with "
+                        f"python -m {module.rsplit('.', 1)[0]}.{other} --out {path} --resume")
+    try:
+        check_seed(doc["seed"])
+    except UserError as e:
+        raise UserError(f"{where}: {e}; restore it or start a new run") from None
+    return doc
+
+
+def _normal(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def check_unchanged(rd: RunDir, meta: dict, recorded: dict, it_key: str):
+    """Refuse a ``config.yaml`` edited since the checkpoint was written (other than ``it_key``)."""
+    where = rd.path / CONFIG
+    for key in ("method", "backend", "seed"):
+        if key in meta and meta[key] != recorded[key]:
+            raise UserError(f"{where} was edited: {key} is {recorded[key]!r} but the checkpoint was made with "
+                            f"{meta[key]!r}; restore it (only {it_key} may change when resuming) or start a new run")
+    then, now = meta.get("config"), _normal(recorded["config"])
+    if not isinstance(then, dict):
+        return  # a checkpoint written before the configuration was recorded in it
+    for key in sorted(set(then) & set(now)):
+        if key == it_key:
+            continue
+        a, b = then[key], now[key]
+        if key == "model_overrides" and isinstance(a, dict) and isinstance(b, dict):
+            changed = [k for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+            if changed:
+                k = changed[0]
+                raise UserError(f"{where} was edited: model.{k} is {b.get(k, '<unset>')!r} but the checkpoint "
+                                f"was made with {a.get(k, '<unset>')!r}; restore it (only {it_key} may change "
+                                f"when resuming) or start a new run")
+        elif a != b:
+            raise UserError(f"{where} was edited: {key} is {b!r} but the checkpoint was made with {a!r}; "
+                            f"restore it (only {it_key} may change when resuming) or start a new run")
+
+
+class _DeferSigint:
+    """While active, Ctrl-C does not interrupt (what is being saved stays whole); it says so once.
+
+    :meth:`start` activates it (e.g. inside the handler of the first Ctrl-C); leaving the ``with``
+    block restores the previous handler.  Only in the main thread (where signals are handled).
+    """
+
+    def __init__(self):
+        self._old, self._said = None, False
+
+    def start(self):
+        if self._old is None and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if not self._said:
+            self._said = True
+            os.write(2, b"still saving the run folder; one moment\n")
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
+
+
+def _saving(failure, fn, *args):
+    """``fn(*args)``; a write error becomes the run's failure unless it already has one."""
+    try:
+        fn(*args)
+    except WriteError as e:
+        return failure or e
+    return failure
+
+
+def _disk_full(failure) -> bool:
+    return isinstance(failure, WriteError) and failure.disk_full
+
+
+def _failure_text(failure) -> str:
+    return failure.reason if isinstance(failure, WriteError) else str(failure)

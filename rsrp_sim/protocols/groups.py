@@ -4,10 +4,15 @@
 
 The group folder holds ``group.yaml`` (what was asked), ``s<seed>/`` run folders and, at the end,
 ``plots/compare.png`` and ``table.csv`` (final and best eval score, mean ± 95 % CI over seeds).
-``--resume`` on a group finishes every seed that is not completed.
+``--resume`` on a group finishes every seed that is not completed.  A group holds at most
+:data:`MAX_SEEDS` seeds, each an integer in [0, 2**32); the group folder is locked while a process
+writes it (as run folders are).
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import subprocess
 import sys
 import time
@@ -17,27 +22,70 @@ from typing import Any
 import yaml
 
 from ..infra.errors import UserError
-from ..infra.records import CONFIG, SUMMARY, atomic_write_bytes
+from ..infra.records import CONFIG, LOCK, NOT_WRITABLE, FolderLock, atomic_write_bytes, read_summary, writing
+from .base import MAX_SEED
 
 GROUP = "group.yaml"
+#: the most seeds one group (or one value of an ablation) may have
+MAX_SEEDS = 1000
+_SEEDS_FORMAT = "comma-separated integers >= 0 or ranges like 0-4"
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` or ``"0-4"`` -> list of ints."""
+    """``"0,1,2"`` or ``"0-4"`` -> list of ints (at most :data:`MAX_SEEDS`, each in [0, 2**32))."""
     seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if not (lo.strip().isdigit() and (not sep or hi.strip().isdigit())):
+            if part.lstrip().startswith("-") or "--" in part:
+                raise UserError(f"--seeds must be integers >= 0, got {text!r}")
+            raise UserError(f"--seeds must be {_SEEDS_FORMAT}, got {text!r}")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise UserError(f"--seeds range {part!r} is empty (its end is below its start)")
+        if len(seeds) + (b - a + 1) > MAX_SEEDS:
+            raise UserError(f"--seeds {text!r} names more than {MAX_SEEDS} seeds, the limit of one group")
+        seeds.extend(range(a, b + 1))
+    return check_seeds(seeds, f"--seeds {text!r}")
+
+
+def check_seeds(seeds, what: str) -> list[int]:
+    """A list of distinct seeds in [0, 2**32), at most :data:`MAX_SEEDS` of them."""
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"{what} must name at least one seed")
+    if len(seeds) > MAX_SEEDS:
+        raise UserError(f"{what} names {len(seeds)} seeds, more than {MAX_SEEDS}, the limit of one group")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < MAX_SEED:
+            raise UserError(f"{what}: seeds must be integers in [0, {MAX_SEED}), got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{what} must list distinct seeds")
+    return list(seeds)
+
+
+def check_group_doc(group: Path, doc, protocol) -> dict[str, Any]:
+    """``group.yaml`` checked before resuming (a mapping of this protocol with typed keys)."""
+    where = group / GROUP
+    fix = "restore it or start a new group"
+    if not isinstance(doc, dict):
+        raise UserError(f"{where} is not a group record (a {type(doc).__name__}, expected a mapping); {fix}")
+    for key, tp in (("protocol", str), ("method", str), ("backend", str), ("preset", str), ("seeds", list)):
+        if not isinstance(doc.get(key), tp):
+            raise UserError(f"{where}: {key} must be {tp.__name__}, got {doc.get(key)!r}; {fix}")
+    if doc["protocol"] != protocol.name:
+        raise UserError(f"{group} is a group of protocol {doc['protocol']!r}, not {protocol.name}")
+    if doc["method"] not in protocol.methods:
+        raise UserError(f"{where} names method {doc['method']!r}, which protocol {protocol.name} does not have; {fix}")
+    if not isinstance(doc.get("overrides", {}), dict):
+        raise UserError(f"{where}: overrides must be a mapping, got {doc.get('overrides')!r}; {fix}")
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers or ranges like 0-4, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must list distinct seeds, got {text!r}")
-    return seeds
+        check_seeds(doc["seeds"], f"{where}")
+    except UserError as e:
+        raise UserError(f"{e}; {fix}") from None
+    return doc
 
 
 def overrides_to_args(overrides: dict[str, Any]) -> list[str]:
@@ -56,10 +104,10 @@ def _scalar(v) -> str:
 
 
 def _status(run_dir: Path) -> str | None:
-    import json
-
-    p = run_dir / SUMMARY
-    return json.loads(p.read_text()).get("status") if p.exists() else None
+    try:
+        return read_summary(run_dir).get("status") or "unknown"
+    except UserError:
+        return "unknown"  # a damaged summary: the run is resumed, which rewrites it
 
 
 def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, jobs=1, progress=True):
@@ -68,30 +116,73 @@ def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, 
     Returns ``(group_dir, [summary per seed], table)``; ``table`` (final/best eval over seeds) is None
     when the group was interrupted.
     """
-    from tqdm.auto import tqdm
-
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
+    created: list[Path] = []
     if resume:
         if out is None:
             raise UserError("--resume needs --out GROUP_DIR naming the group folder to continue")
         group = Path(out)
         if not (group / GROUP).is_file():
             raise UserError(f"{group} is not a multi-seed group folder (no {GROUP}); nothing to resume")
-        doc = yaml.safe_load((group / GROUP).read_text())
+        lock = FolderLock(group, "group folder")
+        try:
+            try:
+                doc = yaml.safe_load((group / GROUP).read_bytes().decode("utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise UserError(f"{group / GROUP} is not valid YAML: {str(e).splitlines()[0]}") from None
+            doc = check_group_doc(group, doc, protocol)
+        except BaseException:
+            lock.release()
+            raise
         method, backend, preset, seeds = doc["method"], doc["backend"], doc["preset"], doc["seeds"]
-        overrides = {**doc.get("overrides", {}), **overrides}
+        overrides = {**(doc.get("overrides") or {}), **overrides}
     else:
+        seeds = check_seeds(list(seeds), "--seeds")
         spec = protocol.method(method or next(iter(protocol.methods)))
         method, backend = spec.name, backend or spec.default_backend
         protocol.build_config(method, backend, preset, overrides)  # validate before anything is written
         group = Path(out) if out is not None else protocol.default_out(method, backend, "-".join(map(str, seeds)))
-        if group.exists() and any(group.iterdir()):
+        if group.exists() and (not group.is_dir() or any(group.iterdir())):
             raise UserError(f"group folder {group} already exists; pass --resume to continue it or choose another --out")
-        group.mkdir(parents=True, exist_ok=True)
+        created = [p for p in [group, *group.parents] if not p.exists()]
+        with writing(group, NOT_WRITABLE):
+            group.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(group, "group folder")
         doc = {"protocol": protocol.name, "method": method, "backend": backend, "preset": preset, "seeds": seeds,
                "overrides": overrides}
-        atomic_write_bytes(group / GROUP, yaml.safe_dump(doc, sort_keys=False).encode())
+        try:
+            atomic_write_bytes(group / GROUP, yaml.safe_dump(doc, sort_keys=False).encode(), NOT_WRITABLE)
+        except BaseException:
+            _remove_unstarted(group, created, lock)
+            raise
+    try:
+        return _run_seeds(protocol, group, method, backend, preset, seeds, resume, overrides, jobs, progress)
+    except BaseException:
+        if not resume:
+            _remove_unstarted(group, created, lock)
+        raise
+    finally:
+        lock.release()
+
+
+def _remove_unstarted(group: Path, created: list[Path], lock, record: str = GROUP):
+    """A new group (or ablation) none of whose runs started leaves no folder behind."""
+    if any(p.is_dir() and p.name != "plots" for p in group.iterdir()):
+        return
+    with contextlib.suppress(OSError):
+        (group / record).unlink()
+    with contextlib.suppress(OSError):
+        if {p.name for p in group.iterdir()} <= {LOCK}:
+            (group / LOCK).unlink()
+    lock.release()
+    for p in created:
+        with contextlib.suppress(OSError):
+            p.rmdir()
+
+
+def _run_seeds(protocol, group, method, backend, preset, seeds, resume, overrides, jobs, progress):
+    from tqdm.auto import tqdm
 
     def plan(seed):
         d = group / f"s{seed}"
@@ -126,10 +217,11 @@ def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, 
 
 
 def _summary(d: Path) -> dict:
-    import json
-
-    p = d / SUMMARY
-    return json.loads(p.read_text()) if p.exists() else {"run_dir": str(d), "status": "missing"}
+    try:
+        s = read_summary(d)
+    except UserError:
+        return {"run_dir": str(d), "status": "unreadable"}
+    return s or {"run_dir": str(d), "status": "missing"}
 
 
 def _parallel(protocol, method, backend, preset, todo, overrides, jobs, bar) -> bool:
@@ -167,20 +259,21 @@ def _parallel(protocol, method, backend, preset, todo, overrides, jobs, bar) -> 
 
 def write_group_outputs(group: Path, protocol, by: str | None = None):
     """``plots/compare.png`` and ``table.csv`` for the run folders under ``group``."""
-    import csv
-
     from ..analysis import plots
-    from ..analysis.compare import common_threshold, expand, group_runs, load_run, table
+    from ..analysis.compare import common_threshold, expand, group_runs, load_runs, table
 
-    runs = [load_run(p) for p in expand([group])]
+    runs = load_runs(expand([group]))
+    if not runs:
+        raise UserError(f"{group} holds no readable run folders")
     groups = group_runs(runs, by=by)
     x_keys = ("iteration", protocol.steps_label, "wall_s")
     plots.compare({k: [r["rows"] for r in v] for k, v in groups.items()}, group / "plots" / "compare.png",
                   x_keys=x_keys, title=f"{protocol.name}: {group.name}", score_label=protocol.score_label,
                   threshold=common_threshold(runs))
     rows = table(groups)
-    with open(group / "table.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(group / "table.csv", buf.getvalue().encode(), NOT_WRITABLE)
     return groups, rows

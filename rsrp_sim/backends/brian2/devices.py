@@ -7,6 +7,10 @@
 * :func:`activate` selects a device for one network: ``runtime`` (``target`` numpy or cython) or a
   standalone device building into ``directory`` with ``build_on_run=False`` (the caller builds once
   with :func:`build` and re-runs the binary with new values through ``device.run(run_args=...)``).
+  It first checks what the device needs (:func:`check_toolchain`): a C/C++ compiler for the cython
+  target, make and a C++ compiler for the standalone devices, and an NVIDIA GPU for
+  ``cuda_standalone`` (checked before anything is generated or compiled); each missing piece is one
+  line saying what to install or which device/target to use instead.
 * :func:`cuda_prefs` holds every brian2cuda setting this project needs (package-stack notes §2.2):
   GPU detection only where ``nvidia-smi`` exists (else ``gpu_id`` 0 and an explicit
   ``compute_capability``), C++17 for CUDA >= 13 (its CCCL headers refuse older standards while
@@ -21,9 +25,11 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -83,13 +89,57 @@ def check_device(device: str, target: str = "cython"):
         raise unknown("brian2 runtime target", target, TARGETS)
 
 
-def activate(device: str, directory=None, target: str = "cython"):
+def _found(command: str | None) -> str | None:
+    """The executable of a command line such as ``gcc -pthread`` on PATH (None if not found)."""
+    try:
+        first = shlex.split(command or "")[0]
+    except (ValueError, IndexError):
+        return None
+    return shutil.which(first)
+
+
+def _tool(env: str, default: str) -> str:
+    """The compiler command ``env`` (CC, CXX): the environment's, else Python's build's, else ``default``."""
+    return os.environ.get(env) or sysconfig.get_config_var(env) or default
+
+
+def check_toolchain(device: str, target: str = "cython"):
+    """What ``device`` (and the runtime's ``target``) needs to compile, or one line saying what is missing."""
+    check_device(device, target)
+    if device == "runtime":
+        if target == "numpy":
+            return
+        missing = [cmd for cmd in (_tool("CC", "cc"), _tool("CXX", "c++")) if not _found(cmd)]
+        if missing:
+            raise UserError(f"brian2's cython target needs a C/C++ compiler and none was found "
+                            f"({', '.join(shlex.split(m)[0] for m in missing)} not on PATH): install one "
+                            f"(e.g. apt-get install g++) or use target=numpy")
+        return
+    if device == "cuda_standalone" and not has_gpu():
+        raise UserError("device=cuda_standalone needs an NVIDIA GPU and none was found (nvidia-smi is missing "
+                        "or lists no GPU; checked before compiling): use device=cpp_standalone or "
+                        "device=runtime, or run on a machine with a GPU")
+    b2 = import_brian2()
+    make = b2.prefs["devices.cpp_standalone.make_cmd_unix"] or "make"
+    cxx = os.environ.get("CXX") or "g++"  # the standalone makefile's $(CXX): make's default is g++
+    missing = [shlex.split(cmd)[0] for cmd in (make, cxx) if not _found(cmd)]
+    if missing:
+        raise UserError(f"device={device} compiles with make and a C++ compiler, and {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not on PATH: install them (e.g. apt-get install "
+                        f"g++ make) or use device=runtime target=numpy")
+
+
+def activate(device: str, directory=None, target: str = "cython", compile: bool = True):
     """Make ``device`` Brian2's current device for the next network (see the module docstring).
 
     Returns the Brian2 device object.  Standalone devices are reset first, so several standalone
-    networks can be built one after the other in one process.
+    networks can be built one after the other in one process.  ``compile=False`` (generate code
+    only) skips the checks of what compiling needs.
     """
-    check_device(device, target)
+    if compile:
+        check_toolchain(device, target)
+    else:
+        check_device(device, target)
     b2 = import_brian2()
     if device != "cuda_standalone" and _GCC_ARGS:  # undo cuda_prefs' C++17 override of the C++ flags
         b2.prefs["codegen.cpp.extra_compile_args_gcc"] = list(_GCC_ARGS[0])

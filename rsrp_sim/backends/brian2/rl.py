@@ -157,6 +157,8 @@ class StandaloneSim(_Sim):
 
     def __init__(self, const, chunk, max_steps, device, build_dir: str = "", compile: bool = True, mode="trial"):
         super().__init__(const, chunk, max_steps, mode)
+        if compile:  # a missing compiler or GPU is one line, before any folder or code exists
+            devices.check_toolchain(device)
         if build_dir:
             self.folder, self.directory = None, Path(build_dir)
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ class StandaloneSim(_Sim):
             key = repr((device, chunk, max_steps, mode, dataclasses.asdict(const), b2.__version__))
             self.folder = devices.BuildDir(device, key)
             self.directory = self.folder.path
-        self.device = devices.activate(device, self.directory)
+        self.device = devices.activate(device, self.directory, compile=compile)
         self.env = CartPoleGroup(chunk, self.env_dt, max_steps)
         b2.defaultclock.dt = const.dt * b2.ms   # brian2cuda's synapse code expects the default clock
         self.pop = ConnSNNPopulation(const, chunk, mode=mode, input_model=INPUT_MODEL, readout=self.env.envs,

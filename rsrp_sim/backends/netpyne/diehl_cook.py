@@ -94,6 +94,9 @@ class DiehlCook(Method):
         inp = self.model["input"]
         self.unit_rate = float(inp["rate_full_scale_hz"]) / self.ds.scale  # Hz per pixel value per intensity
         self._net = None
+        from . import mechanisms
+
+        mechanisms.build()  # compiled (or found in the cache) before a run folder exists
 
     @property
     def iterations(self) -> int:

@@ -11,6 +11,12 @@ gives a new hash and a fresh build.  Nothing is ever written into the package's 
 Cache location: ``$RSRP_SIM_CACHE/nrnmech/<hash>`` if ``RSRP_SIM_CACHE`` is set, otherwise
 ``$XDG_CACHE_HOME/rsrp_sim/nrnmech/<hash>`` (default ``~/.cache/rsrp_sim/nrnmech/<hash>``).
 Mechanisms must be loaded before a NetPyNE network that uses them is built.
+
+Only this compiled library is ever loaded.  On ``import neuron``, NEURON loads a mechanism library
+from the *working directory* (``x86_64/libnrnmech.so``, or ``x86_64/.libs/libnrnmech.so`` passed as
+``-dll``) unless it was given a ``-dll`` of its own; :func:`import_neuron` imports NEURON with
+``NEURON_MODULE_OPTIONS`` naming this library (``-nogui -dll <cache>/...``, set for the import only),
+so whatever lies in the working directory is never opened, and the "no DISPLAY" lines are not printed.
 """
 from __future__ import annotations
 
@@ -25,13 +31,15 @@ from importlib import metadata
 from pathlib import Path
 
 from ...infra import assets
+from ...infra.cache import ENV_VAR as CACHE_ENV, cache_base
 from ...infra.errors import UserError
 
-CACHE_ENV = "RSRP_SIM_CACHE"
+OPTIONS_ENV = "NEURON_MODULE_OPTIONS"
 INSTALL_HINT = ("install NEURON with pip install -c constraints.txt -e '.[neuron]' and a C++ compiler "
                 "with make (e.g. apt-get install g++ make)")
 
 _loaded: dict[str, Path] = {}  # content hash -> library loaded in this process
+_imported_with: list[Path] = []  # the library import_neuron gave NEURON as -dll
 
 
 def mod_dir() -> Path:
@@ -64,10 +72,7 @@ def content_hash(directory: Path | None = None) -> str:
 
 
 def cache_root() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "rsrp_sim"
+    return cache_base()
 
 
 def find_nrnivmodl() -> str | None:
@@ -141,24 +146,59 @@ def build(directory: Path | None = None, force: bool = False) -> Path:
     return lib
 
 
+def import_neuron(lib: Path):
+    """Import NEURON with ``lib`` as the one mechanism library it loads at import (see the module
+    docstring); returns the ``neuron`` module.  ``NEURON_MODULE_OPTIONS`` is restored afterwards."""
+    if "neuron" in sys.modules:
+        return sys.modules["neuron"]
+    text = str(lib)
+    if any(c in text for c in "'\"\\;") or any(c.isspace() and c != " " for c in text):
+        raise UserError(f"the NEURON mechanism library path {text!r} holds a quote, backslash, ';' or control "
+                        f"character that NEURON cannot take as -dll; set {CACHE_ENV} to a plain folder")
+    old = os.environ.get(OPTIONS_ENV)
+    words = (old or "").split()
+    extra = ([] if "-nogui" in words else ["-nogui"]) + ([] if "-dll" in words else ["-dll", f"'{text}'"])
+    os.environ[OPTIONS_ENV] = " ".join([old or ""] + extra).strip()
+    try:
+        import neuron
+
+        if "-dll" not in words:
+            _imported_with.append(Path(lib))
+    finally:
+        if old is None:
+            os.environ.pop(OPTIONS_ENV, None)
+        else:
+            os.environ[OPTIONS_ENV] = old
+    return neuron
+
+
 def load(directory: Path | None = None) -> Path:
     """Compile (if needed) and load the mechanisms into this process's NEURON, once."""
     directory = Path(directory) if directory is not None else mod_dir()
     key = content_hash(directory)
     if key in _loaded:
         return _loaded[key]
-    try:
-        from neuron import h
-    except ImportError:
-        raise UserError(f"the netpyne back-end needs NEURON; {INSTALL_HINT}") from None
+    import importlib.util
+
+    if importlib.util.find_spec("neuron") is None:
+        raise UserError(f"the netpyne back-end needs NEURON; {INSTALL_HINT}")
     names = [f.stem for f in mod_files(directory)]
-    lib = build(directory)
+    lib = build(directory)  # before NEURON is imported: it loads this library at import
     if _loaded:
         raise UserError("a different build of the rsrp_sim NEURON mechanisms is already loaded in this process "
                         f"({next(iter(_loaded.values()))}); restart Python to load {lib}")
-    if all(hasattr(h, name) for name in mechanism_names(directory)):
-        # already present (e.g. loaded by NEURON from ./x86_64 at import): nothing to add
-        _loaded[key] = lib
+    h = import_neuron(lib).h
+    declared = mechanism_names(directory)
+    if all(hasattr(h, name) for name in declared):
+        if Path(lib) in _imported_with:  # NEURON loaded ``lib`` itself, at import
+            _loaded[key] = lib
+            return lib
+        if float(getattr(h, "default_dll_loaded_", 0.0)):
+            raise UserError(f"NEURON was imported before rsrp_sim and loaded a mechanism library of its own at "
+                            f"import (e.g. x86_64/libnrnmech.so from the working directory) that defines "
+                            f"{', '.join(declared)}; rsrp_sim only runs its own build ({lib}): import rsrp_sim's "
+                            f"netpyne back-end before NEURON, or work in a folder without x86_64/")
+        _loaded[key] = lib  # loaded by nrn_load_dll earlier in this process (e.g. by a test)
         return lib
     try:
         h.nrn_load_dll(str(lib))

@@ -192,6 +192,9 @@ class RSTDPCartPole(Method):
         self.env = gym.make(config.env, **kwargs)
         self.max_steps = int(self.env.spec.max_episode_steps or 500)
         self._net = None
+        from . import mechanisms
+
+        mechanisms.build()  # compiled (or found in the cache) before a run folder exists
 
     @property
     def iterations(self) -> int:
