@@ -10,10 +10,13 @@ Per environment step (input current held for all substeps)::
         r     = a_out * r + (1 - a_out) * s / dt
     y = R_out * (r @ M_out)
 
-The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks two exact implementations
-exist: ``dense`` (float32 matmul) and ``bitpack`` (the mask stored as 32-bit words per
-postsynaptic neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32).
-Both give identical spikes: the counts are integers, exactly representable in float32.
+The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks three exact implementations
+exist: ``dense`` (float32 matmul), ``bitpack`` (the mask stored as 32-bit words per postsynaptic
+neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32) and ``fused``
+(one kernel runs all substeps of a step for a block of networks, each network's bit-packed mask
+kept in cache or on-chip memory; :mod:`.kernels`).  All give identical spikes and states: the
+counts are integers, exactly representable in float32, and the float32 operations are the same in
+the same order.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from ...core.models import SNNConstants
 
-SPIKE_IMPLS = ("bitpack", "dense")
+SPIKE_IMPLS = ("fused", "bitpack", "dense")
 
 
 def pack_bits(b):
@@ -56,13 +59,23 @@ class SNN:
     neuron state ``{'v', 'i_syn', 'r', 'spk'}``; one call of :meth:`step` is one environment step.
     """
 
-    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack"):
+    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack", isa: str | None = None):
+        """``spike_impl``: ``fused``, ``bitpack`` or ``dense``; ``fused`` falls back to ``bitpack``
+        (with a one-line note) where its kernel cannot run.  ``isa``: the CPU kernel's code path
+        (``auto``, ``avx512``, ``avx2``, ``scalar``; see :mod:`.kernels.cpu`)."""
         if spike_impl not in SPIKE_IMPLS:
             raise ValueError(f"unknown spike_impl {spike_impl!r}; allowed: {', '.join(SPIKE_IMPLS)}")
         self.c = const
         self.bernoulli = const.connectivity == "bernoulli"
         # bit-packing only applies to {0,1} masks
         self.spike_impl = spike_impl if self.bernoulli else "dense"
+        self.kernel = None
+        if self.spike_impl == "fused":
+            from . import kernels
+
+            self.kernel = kernels.fused(const, isa)
+            if self.kernel is None:
+                self.spike_impl = "bitpack"
         signs = const.signs() if const.dale else np.ones(const.n_neurons, np.float32)
         self.signs = jnp.asarray(signs)
         exc = signs > 0
@@ -94,6 +107,8 @@ class SNN:
         if "h" in params:
             if self.spike_impl == "bitpack":
                 net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
+            elif self.spike_impl == "fused":
+                net["h"] = pack_bits(params["h"].T).T  # (W, N_post): word-major for the kernels
             else:
                 net["h"] = params["h"].astype(jnp.float32)
         return net
@@ -110,6 +125,8 @@ class SNN:
         c = self.c
         x = jnp.concatenate([obs, -obs]) if c.input_doubling else obs
         i_in = c.r_in * (x.astype(jnp.float32) @ net["in"])
+        if self.kernel is not None:
+            return self._run_fused(net["h"], carry, i_in, record)
         a_syn, a_m, a_out = c.alpha_syn, c.alpha_m, c.alpha_out
 
         def substep(state, _):
@@ -124,6 +141,18 @@ class SNN:
 
         state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
         (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=c.substeps)
+        return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
+
+    def _run_fused(self, h, carry, i_in, record: bool):
+        state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
+        if record:  # one kernel call per substep, to see every substep's spikes
+            def substep(state, _):
+                *state, _n = self.kernel(h, i_in, *state, substeps=1)
+                return tuple(state), state[3]
+
+            (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=self.c.substeps)
+        else:
+            v, i_syn, r, spk, out = self.kernel(h, i_in, *state)
         return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
 
     def step(self, net, carry, obs):

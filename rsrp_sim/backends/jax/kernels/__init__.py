@@ -1,0 +1,89 @@
+"""Fused kernels of the ConnSNN environment step (``spike_impl=fused``).
+
+One kernel call runs all substeps of one environment step for a whole batch of networks, each
+network's bit-packed recurrent mask kept resident (the L1 cache on a CPU, registers / shared
+memory on a GPU) across the substeps, instead of one XLA operation per substep that streams every
+mask from memory again.  The input product ``R_in * x @ M_in`` and the read-out stay in XLA.
+
+* CPU: :mod:`.cpu`, an XLA FFI custom call written in C++ (AVX-512 VPOPCNTDQ, AVX2 or scalar code,
+  picked at run time), compiled on first use with the machine's C++ compiler.
+* GPU: :mod:`.gpu`, a Pallas (Triton) kernel.
+
+Both reproduce the float32 operations of the pure-JAX paths one by one, so spikes and states are
+bit-identical to ``spike_impl=bitpack`` and ``dense``.  Where a kernel cannot run (no compiler, no
+Pallas), :func:`fused` says so in one line and returns ``None``; the caller runs ``bitpack``.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+__all__ = ["fused", "fused_status", "resolve_spike_impl"]
+
+_said: set[str] = set()
+
+
+def _note(text: str):
+    """Print ``text`` on stderr once per process."""
+    if text not in _said:
+        _said.add(text)
+        print(f"note: {text}", file=sys.stderr)
+
+
+def platform() -> str:
+    import jax
+
+    return jax.default_backend()
+
+
+@functools.lru_cache(maxsize=None)
+def fused_status(backend: str | None = None) -> tuple[bool, str]:
+    """Whether the fused kernel runs on ``backend`` (default: JAX's default back-end): ``(ok, why not)``."""
+    backend = backend or platform()
+    if backend == "cpu":
+        from . import cpu
+
+        return cpu.available()
+    if backend in ("gpu", "cuda", "rocm"):
+        from . import gpu
+
+        return gpu.available()
+    return False, f"there is no fused kernel for the {backend} back-end"
+
+
+def fused(const, isa: str | None = None):
+    """The fused step for networks with constants ``const`` on the default back-end, or ``None``
+    (after a one-line note) where it cannot run.
+
+    The returned callable is ``kernel(h, i_in, v, i_syn, r, spk, substeps=None) -> (v, i_syn, r,
+    spk, n_spikes)`` for one network (``h``: word-major packed mask, see
+    :func:`~rsrp_sim.backends.jax.snn.SNN.prepare`); under ``jax.vmap`` it is one call for the batch.
+    """
+    backend = platform()
+    ok, why = fused_status(backend)
+    if not ok:
+        _note(f"spike_impl=fused is not available here ({why}); running spike_impl=bitpack (same results)")
+        return None
+    if backend == "cpu":
+        from . import cpu
+
+        isa = cpu.resolve_isa(isa)
+        return functools.partial(cpu.lif_substeps, const, isa=isa)
+    from . import gpu
+
+    return functools.partial(gpu.lif_substeps, const)
+
+
+def resolve_spike_impl(requested: str, const) -> str:
+    """``auto`` -> the fastest exact path here: ``fused`` where its kernel runs, else ``bitpack``;
+    ``dense`` for real-valued weights (the only path there).  Other values are returned as they are,
+    except ``fused`` where it cannot run (``bitpack``, with a note)."""
+    if const.connectivity != "bernoulli":
+        return "dense"
+    if requested == "auto":
+        return "fused" if fused_status()[0] else "bitpack"
+    if requested == "fused" and not fused_status()[0]:
+        _note(f"spike_impl=fused is not available here ({fused_status()[1]}); running spike_impl=bitpack "
+              f"(same results)")
+        return "bitpack"
+    return requested
