@@ -160,6 +160,8 @@ class RLPopulation(EvaluatedMethod):
         self.layout = cfg.layout(self.strategy.multiple)
         release = dict(getattr(self.strategy, "modes", {}))
         self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
+        # keys the evaluator resolved for this machine (e.g. spike_impl=auto) are what the run records
+        self.config = dataclasses.replace(cfg, **getattr(self.evaluator, "resolved", {}))
 
     def make_strategy(self):
         raise NotImplementedError

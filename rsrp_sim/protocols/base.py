@@ -201,7 +201,8 @@ class Protocol:
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
                    "preset": preset, "seed": int(seed), "task": instance.task_name,
                    "labels": {"score": self.score_label, "steps": self.steps_label},
-                   "config": configlib.to_dict(cfg), "versions": versions(), "command": " ".join(sys.argv)}
+                   "config": configlib.to_dict(getattr(instance, "config", cfg)), "versions": versions(),
+                   "command": " ".join(sys.argv)}  # the config as the method resolved it (e.g. auto keys)
             rd = RunDir.create(out, doc)
         try:
             return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after)

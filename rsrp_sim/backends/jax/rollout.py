@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ...envs import decode_action
 from . import envloop
-from .sharding import shard_members
+from .sharding import map_members, shard_members
 
 
 class Rollout:
@@ -58,11 +58,17 @@ class Rollout:
 
     def _policy(self, nets, pol, obs, obs_mean, obs_scale):
         batched, shared = nets
-        step_net = jax.vmap(lambda b, carry, x: self.snn.step({**b, **shared}, carry, x))
         c = obs.shape[0]
-        if self.block > 1 and batched and c % self.block == 0 and c > self.block:
-            step_net = _blocked(step_net, c, self.block)
-        carry, y, nsp = step_net(batched, pol["carry"], (obs - obs_mean) / obs_scale)
+        x = (obs - obs_mean) / obs_scale
+        if self.snn.kernel is not None:  # a custom call: one call per device over its members
+            step_net = jax.vmap(lambda b, carry, x, sh: self.snn.step({**b, **sh}, carry, x),
+                                in_axes=(0, 0, 0, None))
+            carry, y, nsp = map_members(step_net, c, 3)(batched, pol["carry"], x, shared)
+        else:
+            step_net = jax.vmap(lambda b, carry, x: self.snn.step({**b, **shared}, carry, x))
+            if self.block > 1 and batched and c % self.block == 0 and c > self.block:
+                step_net = _blocked(step_net, c, self.block)
+            carry, y, nsp = step_net(batched, pol["carry"], x)
         action = decode_action(jnp, self.env, y)
         return {"carry": carry, "spikes": pol["spikes"] + nsp.astype(jnp.float32)}, action
 

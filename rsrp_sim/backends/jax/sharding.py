@@ -6,6 +6,8 @@ XLA's partitioner then runs each device's share and gathers only the small reduc
 gradient sums).  With one device (or a member count the devices do not divide) nothing is
 annotated, so results on one device are exactly those of the unsharded code; random numbers do not
 depend on the sharding (JAX's partitionable threefry), so several devices give the same samples.
+A custom call (the fused spike kernel) is opaque to XLA's partitioner, so :func:`map_members` runs
+such a function per device on its share of the members (``shard_map``).
 """
 from __future__ import annotations
 
@@ -57,3 +59,21 @@ def shard_members(tree, n: int):
         return x
 
     return jax.tree_util.tree_map(one, tree)
+
+
+def map_members(fn, n: int, n_batched: int):
+    """``fn(*batched, *shared)`` with each device running it on its own members.
+
+    The first ``n_batched`` arguments have the member axis (length ``n``) first and are split over
+    the devices; the others are given whole to every device; every output has the member axis.
+    With one device, or ``n`` not divisible by the device count, ``fn`` itself is returned.
+    """
+    if member_sharding(n) is None:
+        return fn
+    from jax.sharding import PartitionSpec as P
+
+    def call(*args):
+        specs = tuple(P("members") if i < n_batched else P() for i in range(len(args)))
+        return jax.shard_map(fn, mesh=_mesh(), in_specs=specs, out_specs=P("members"), check_vma=False)(*args)
+
+    return call

@@ -232,16 +232,49 @@ __attribute__((target("avx2,fma,popcnt"))) int32_t run_avx2(const uint32_t* M, c
 }
 
 // ------------------------------------------------------------------------------------------ AVX-512
-__attribute__((target("avx512f,avx512vpopcntdq,fma,popcnt"))) int32_t run_avx512(const uint32_t* M, const float* iin,
-                                                                              float* v, float* isyn, float* r,
-                                                                              Work& wk, const Consts& c) {
-  const __m512 A_syn = _mm512_set1_ps(c.a_syn), R_h = _mm512_set1_ps(c.r_h), A_m = _mm512_set1_ps(c.a_m),
-               C_m = _mm512_set1_ps(c.c_m), V_reset = _mm512_set1_ps(c.v_reset), V_th = _mm512_set1_ps(c.v_th),
-               A_out = _mm512_set1_ps(c.a_out);
-  const bool fma = c.contract != 0, zero_reset = c.v_reset == 0.0f;
-  const int64_t nv = c.n - c.n % 16;
+#define RSRP_AVX512 __attribute__((target("avx512f,avx512vpopcntdq,fma,popcnt")))
+
+struct Avx512Consts {
+  __m512 a_syn, r_h, a_m, c_m, v_reset, v_th, a_out;
+};
+
+// The neuron update of 16 neurons at p from their signed counts; returns the spike mask.
+template <bool FMA, bool ZERO_RESET>
+RSRP_AVX512 inline __mmask16 update16(__m512i acc, int64_t p, const Avx512Consts& k, const float* iin, float* v,
+                                       float* isyn, float* r, const float* sign) {
+  __m512 rec = _mm512_cvtepi32_ps(acc);
+  __m512 decay = _mm512_mul_ps(k.a_syn, _mm512_loadu_ps(isyn + p));
+  __m512 is = FMA ? _mm512_fmadd_ps(k.r_h, rec, decay) : _mm512_add_ps(decay, _mm512_mul_ps(k.r_h, rec));
+  __m512 t = ZERO_RESET ? _mm512_add_ps(is, _mm512_loadu_ps(iin + p))
+                        : _mm512_add_ps(_mm512_add_ps(k.v_reset, is), _mm512_loadu_ps(iin + p));
+  __m512 drive = _mm512_mul_ps(k.c_m, t);
+  __m512 v0 = _mm512_loadu_ps(v + p);
+  __m512 vv = FMA ? _mm512_fmadd_ps(k.a_m, v0, drive) : _mm512_add_ps(_mm512_mul_ps(k.a_m, v0), drive);
+  __mmask16 mk = _mm512_cmp_ps_mask(vv, k.v_th, _CMP_GT_OQ);
+  vv = _mm512_mask_mov_ps(vv, mk, k.v_reset);
+  __m512 s = _mm512_maskz_mov_ps(mk, _mm512_loadu_ps(sign + p));
+  __m512 r0 = _mm512_loadu_ps(r + p);
+  __m512 rr = FMA ? _mm512_fmadd_ps(k.a_out, r0, s) : _mm512_add_ps(_mm512_mul_ps(k.a_out, r0), s);
+  _mm512_storeu_ps(v + p, vv);
+  _mm512_storeu_ps(isyn + p, is);
+  _mm512_storeu_ps(r + p, rr);
+  return mk;
+}
+
+RSRP_AVX512 inline __m512i pop_and(const uint32_t* a, __m512i bits) {
+  return _mm512_popcnt_epi32(_mm512_and_si512(_mm512_loadu_si512(a), bits));
+}
+
+template <bool FMA, bool ZERO_RESET>
+RSRP_AVX512 int32_t run_avx512_t(const uint32_t* M, const float* iin, float* v, float* isyn, float* r, Work& wk,
+                                 const Consts& c) {
+  const Avx512Consts k{_mm512_set1_ps(c.a_syn), _mm512_set1_ps(c.r_h), _mm512_set1_ps(c.a_m),
+                       _mm512_set1_ps(c.c_m), _mm512_set1_ps(c.v_reset), _mm512_set1_ps(c.v_th),
+                       _mm512_set1_ps(c.a_out)};
   const int64_t n = c.n;
+  const int64_t n32 = n - n % 32, n16 = n - n % 16;
   uint16_t* snew16 = reinterpret_cast<uint16_t*>(wk.snew.data());
+  const float* sign = wk.sign.data();
   int32_t count = 0;
   for (int64_t step = 0; step < c.substeps; ++step) {
     int64_t np, nn;
@@ -251,49 +284,48 @@ __attribute__((target("avx512f,avx512vpopcntdq,fma,popcnt"))) int32_t run_avx512
     const int32_t* nw = wk.neg_w.data();
     const uint32_t* pb = wk.pos_b.data();
     const uint32_t* nb = wk.neg_b.data();
-    for (int64_t p = 0; p < nv; p += 16) {
-      __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-      int64_t k = 0;
-      for (; k + 1 < np; k += 2) {
-        __m512i m0 = _mm512_loadu_si512(M + pw[k] * n + p), m1 = _mm512_loadu_si512(M + pw[k + 1] * n + p);
-        acc0 = _mm512_add_epi32(acc0, _mm512_popcnt_epi32(_mm512_and_si512(m0, _mm512_set1_epi32(static_cast<int>(pb[k])))));
-        acc1 = _mm512_add_epi32(acc1, _mm512_popcnt_epi32(_mm512_and_si512(m1, _mm512_set1_epi32(static_cast<int>(pb[k + 1])))));
+    // 32 postsynaptic neurons at a time: each (word, bits) pair is read once for two vectors
+    for (int64_t p = 0; p < n32; p += 32) {
+      __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+      for (int64_t j = 0; j < np; ++j) {
+        const uint32_t* row = M + pw[j] * n + p;
+        __m512i b = _mm512_set1_epi32(static_cast<int>(pb[j]));
+        a0 = _mm512_add_epi32(a0, pop_and(row, b));
+        a1 = _mm512_add_epi32(a1, pop_and(row + 16, b));
       }
-      if (k < np)
-        acc0 = _mm512_add_epi32(acc0, _mm512_popcnt_epi32(_mm512_and_si512(_mm512_loadu_si512(M + pw[k] * n + p),
-                                                                          _mm512_set1_epi32(static_cast<int>(pb[k])))));
-      k = 0;
-      for (; k + 1 < nn; k += 2) {
-        __m512i m0 = _mm512_loadu_si512(M + nw[k] * n + p), m1 = _mm512_loadu_si512(M + nw[k + 1] * n + p);
-        acc0 = _mm512_sub_epi32(acc0, _mm512_popcnt_epi32(_mm512_and_si512(m0, _mm512_set1_epi32(static_cast<int>(nb[k])))));
-        acc1 = _mm512_sub_epi32(acc1, _mm512_popcnt_epi32(_mm512_and_si512(m1, _mm512_set1_epi32(static_cast<int>(nb[k + 1])))));
+      for (int64_t j = 0; j < nn; ++j) {
+        const uint32_t* row = M + nw[j] * n + p;
+        __m512i b = _mm512_set1_epi32(static_cast<int>(nb[j]));
+        a0 = _mm512_sub_epi32(a0, pop_and(row, b));
+        a1 = _mm512_sub_epi32(a1, pop_and(row + 16, b));
       }
-      if (k < nn)
-        acc0 = _mm512_sub_epi32(acc0, _mm512_popcnt_epi32(_mm512_and_si512(_mm512_loadu_si512(M + nw[k] * n + p),
-                                                                          _mm512_set1_epi32(static_cast<int>(nb[k])))));
-      __m512 rec = _mm512_cvtepi32_ps(_mm512_add_epi32(acc0, acc1));
-      __m512 decay = _mm512_mul_ps(A_syn, _mm512_loadu_ps(isyn + p));
-      __m512 is = fma ? _mm512_fmadd_ps(R_h, rec, decay) : _mm512_add_ps(decay, _mm512_mul_ps(R_h, rec));
-      __m512 t = zero_reset ? _mm512_add_ps(is, _mm512_loadu_ps(iin + p))
-                            : _mm512_add_ps(_mm512_add_ps(V_reset, is), _mm512_loadu_ps(iin + p));
-      __m512 drive = _mm512_mul_ps(C_m, t);
-      __m512 v0 = _mm512_loadu_ps(v + p);
-      __m512 vv = fma ? _mm512_fmadd_ps(A_m, v0, drive) : _mm512_add_ps(_mm512_mul_ps(A_m, v0), drive);
-      __mmask16 mk = _mm512_cmp_ps_mask(vv, V_th, _CMP_GT_OQ);
-      vv = _mm512_mask_mov_ps(vv, mk, V_reset);
-      __m512 s = _mm512_maskz_mov_ps(mk, _mm512_loadu_ps(wk.sign.data() + p));
-      __m512 r0 = _mm512_loadu_ps(r + p);
-      __m512 rr = fma ? _mm512_fmadd_ps(A_out, r0, s) : _mm512_add_ps(_mm512_mul_ps(A_out, r0), s);
-      _mm512_storeu_ps(v + p, vv);
-      _mm512_storeu_ps(isyn + p, is);
-      _mm512_storeu_ps(r + p, rr);
-      snew16[p / 16] = static_cast<uint16_t>(mk);
-      count += popcount32(static_cast<uint32_t>(mk));
+      __mmask16 m0 = update16<FMA, ZERO_RESET>(a0, p, k, iin, v, isyn, r, sign);
+      __mmask16 m1 = update16<FMA, ZERO_RESET>(a1, p + 16, k, iin, v, isyn, r, sign);
+      snew16[p / 16] = static_cast<uint16_t>(m0);
+      snew16[p / 16 + 1] = static_cast<uint16_t>(m1);
+      count += popcount32(static_cast<uint32_t>(m0) | (static_cast<uint32_t>(m1) << 16));
     }
-    count += tail_scalar(M, nv, c, wk, np, nn, iin, v, isyn, r);
+    for (int64_t p = n32; p < n16; p += 16) {
+      __m512i a0 = _mm512_setzero_si512();
+      for (int64_t j = 0; j < np; ++j)
+        a0 = _mm512_add_epi32(a0, pop_and(M + pw[j] * n + p, _mm512_set1_epi32(static_cast<int>(pb[j]))));
+      for (int64_t j = 0; j < nn; ++j)
+        a0 = _mm512_sub_epi32(a0, pop_and(M + nw[j] * n + p, _mm512_set1_epi32(static_cast<int>(nb[j]))));
+      __mmask16 m0 = update16<FMA, ZERO_RESET>(a0, p, k, iin, v, isyn, r, sign);
+      snew16[p / 16] = static_cast<uint16_t>(m0);
+      count += popcount32(static_cast<uint32_t>(m0));
+    }
+    count += tail_scalar(M, n16, c, wk, np, nn, iin, v, isyn, r);
     std::copy(wk.snew.begin(), wk.snew.begin() + c.words, wk.s.begin());
   }
   return count;
+}
+
+int32_t run_avx512(const uint32_t* M, const float* iin, float* v, float* isyn, float* r, Work& wk, const Consts& c) {
+  const bool zr = c.v_reset == 0.0f;
+  if (c.contract) return zr ? run_avx512_t<true, true>(M, iin, v, isyn, r, wk, c)
+                            : run_avx512_t<true, false>(M, iin, v, isyn, r, wk, c);
+  return zr ? run_avx512_t<false, true>(M, iin, v, isyn, r, wk, c) : run_avx512_t<false, false>(M, iin, v, isyn, r, wk, c);
 }
 #endif  // RSRP_X86
 
