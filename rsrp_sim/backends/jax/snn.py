@@ -59,10 +59,13 @@ class SNN:
     neuron state ``{'v', 'i_syn', 'r', 'spk'}``; one call of :meth:`step` is one environment step.
     """
 
-    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack", isa: str | None = None):
+    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack", isa: str | None = None,
+                 kernel_backend: str | None = None):
         """``spike_impl``: ``fused``, ``bitpack`` or ``dense``; ``fused`` falls back to ``bitpack``
         (with a one-line note) where its kernel cannot run.  ``isa``: the CPU kernel's code path
-        (``auto``, ``avx512``, ``avx2``, ``scalar``; see :mod:`.kernels.cpu`)."""
+        (``auto``, ``avx512``, ``avx2``, ``scalar``; see :mod:`.kernels.cpu`).  ``kernel_backend``:
+        ``cpu``, ``gpu`` or ``interpret`` (the GPU kernel in Pallas' interpreter); default: JAX's
+        default back-end."""
         if spike_impl not in SPIKE_IMPLS:
             raise ValueError(f"unknown spike_impl {spike_impl!r}; allowed: {', '.join(SPIKE_IMPLS)}")
         self.c = const
@@ -73,7 +76,7 @@ class SNN:
         if self.spike_impl == "fused":
             from . import kernels
 
-            self.kernel = kernels.fused(const, isa)
+            self.kernel = kernels.fused(const, isa, kernel_backend)
             if self.kernel is None:
                 self.spike_impl = "bitpack"
         signs = const.signs() if const.dale else np.ones(const.n_neurons, np.float32)

@@ -51,15 +51,24 @@ def fused_status(backend: str | None = None) -> tuple[bool, str]:
     return False, f"there is no fused kernel for the {backend} back-end"
 
 
-def fused(const, isa: str | None = None):
-    """The fused step for networks with constants ``const`` on the default back-end, or ``None``
-    (after a one-line note) where it cannot run.
+def fused(const, isa: str | None = None, backend: str | None = None):
+    """The fused step for networks with constants ``const`` on ``backend`` (default: JAX's default
+    back-end; ``"interpret"``: the GPU kernel in Pallas' interpreter, for tests on a CPU), or
+    ``None`` (after a one-line note) where it cannot run.
 
     The returned callable is ``kernel(h, i_in, v, i_syn, r, spk, substeps=None) -> (v, i_syn, r,
     spk, n_spikes)`` for one network (``h``: word-major packed mask, see
     :func:`~rsrp_sim.backends.jax.snn.SNN.prepare`); under ``jax.vmap`` it is one call for the batch.
     """
-    backend = platform()
+    if backend == "interpret":
+        from . import gpu
+
+        ok, why = gpu.available()
+        if not ok:
+            _note(f"the Pallas interpreter is not available here ({why})")
+            return None
+        return functools.partial(gpu.lif_substeps, const, interpret=True)
+    backend = backend or platform()
     ok, why = fused_status(backend)
     if not ok:
         _note(f"spike_impl=fused is not available here ({why}); running spike_impl=bitpack (same results)")
