@@ -47,7 +47,7 @@ def fused_status(backend: str | None = None) -> tuple[bool, str]:
     if backend in ("gpu", "cuda", "rocm"):
         from . import gpu
 
-        return gpu.available()
+        return gpu.available(trial=True)
     return False, f"there is no fused kernel for the {backend} back-end"
 
 

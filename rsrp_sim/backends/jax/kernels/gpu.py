@@ -29,14 +29,44 @@ DEFAULT_PATTERN = ("fma_drive", "fma_decay", "fma_decay")
 PATTERN_CHOICES = (("plain", "fma_decay", "fma_drive"), ("plain", "fma_decay", "fma_drive"), ("plain", "fma_decay"))
 
 
-def available() -> tuple[bool, str]:
-    """``(True, '')`` where Pallas' Triton back-end imports, else ``(False, reason)``."""
+def available(trial: bool = False) -> tuple[bool, str]:
+    """``(True, '')`` where Pallas' Triton back-end imports (and, with ``trial``, compiles and runs
+    the kernel for one small network with the spikes of ``bitpack``), else ``(False, reason)``."""
     try:
         from jax.experimental import pallas  # noqa: F401
         from jax.experimental.pallas import triton  # noqa: F401
     except Exception as e:  # ImportError, or a jaxlib built without Triton
         return False, f"Pallas/Triton is not usable ({type(e).__name__}: {e})"
+    if trial:
+        try:
+            _trial()
+        except Exception as e:  # a Triton/driver that cannot build or run the kernel
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            return False, f"the Pallas kernel does not run here ({type(e).__name__}: {msg})"
     return True, ""
+
+
+def _trial():
+    """One step of a 64-neuron network through the kernel, checked against the popcount product."""
+    import jax
+    import jax.numpy as jnp
+
+    from ....core.models import SNNConstants
+    from ..snn import SNN
+
+    c = SNNConstants.from_model("conn_snn", 4, 1, {"n_neurons": 64})
+    key = jax.random.PRNGKey(0)
+    masks = {k: jax.random.uniform(jax.random.fold_in(key, i), s) < 0.5
+             for i, (k, s) in enumerate(c.param_shapes().items())}
+    ref = SNN(c, "bitpack")
+    carry = ref.init_carry(key)
+    x = jnp.full((4,), 2.0)
+    want = ref.step(ref.prepare(masks), carry, x)
+    h = jnp.asarray(jax.jit(lambda m: ref.prepare({"h": m})["h"].T)(masks["h"]))
+    i_in = c.r_in * (jnp.concatenate([x, -x]) @ masks["in"].astype(jnp.float32))
+    got = jax.jit(lambda *a: lif_substeps(c, *a))(h, i_in, carry["v"], carry["i_syn"], carry["r"], carry["spk"])
+    if not bool((got[3] == want[0]["spk"]).all()) or int(got[4]) != int(want[2]):
+        raise RuntimeError("its spikes differ from the popcount product's")
 
 
 class _Ops:
@@ -87,12 +117,16 @@ def _kernel(m_ref, em_ref, iin_ref, v_ref, isyn_ref, r_ref, spk_ref,
     idx = jax.lax.broadcasted_iota(jnp.int32, (n,), 0)
     valid = idx < n_valid
     sign = jnp.where(idx < n_exc, jnp.float32(k["k_r"]), jnp.float32(-k["k_r"]))
-    shifts = jax.lax.broadcasted_iota(jnp.uint32, (n_words, 32), 1)
+    # word w gets bit (j % 32) of neuron j for the neurons j of that word (a sum of distinct powers of two)
+    col = jax.lax.broadcasted_iota(jnp.int32, (n_words, n), 1)
+    in_word = (col // 32) == jax.lax.broadcasted_iota(jnp.int32, (n_words, n), 0)
+    shift = (col % 32).astype(jnp.uint32)
     p_syn, p_v, p_r = pattern
 
     def substep(_, st):
         v, isyn, r, spk, cnt = st
-        bits = jnp.sum(spk.astype(jnp.uint32).reshape(n_words, 32) << shifts, axis=1)  # (W,)
+        spread = jnp.where(in_word, spk.astype(jnp.uint32)[None, :] << shift, jnp.uint32(0))
+        bits = jnp.sum(spread, axis=1)  # (W,)
         be = (bits & em)[:, None]
         bi = (bits & ~em)[:, None]
         pos = jnp.sum(jax.lax.population_count(m & be).astype(jnp.int32), axis=0)
