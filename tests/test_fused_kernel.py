@@ -206,10 +206,44 @@ def test_without_a_compiler_one_line_says_so_and_bitpack_runs(tmp_path):
     assert not list((tmp_path / "cache").glob("kernels/*.so"))
 
 
-def test_real_valued_networks_always_run_dense():
+def test_real_valued_networks_run_the_dense_path_or_its_kernel():
     c = SNNConstants.from_model("dense_snn", 4, 1, {"n_neurons": 32})
-    assert kernels.resolve_spike_impl("auto", c) == "dense"
-    assert SNN(c, "fused").spike_impl == "dense"
+    assert kernels.resolve_spike_impl("bitpack", c) == "dense"  # no bit-packing of real weights
+    assert kernels.resolve_spike_impl("auto", c) == ("fused" if CPU_OK else "dense")
+    assert SNN(c, "bitpack").spike_impl == "dense"
+    assert SNN(c, "fused", kernel_backend="interpret").spike_impl == "dense"  # no Pallas kernel for them
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("isa", ALL_ISAS)
+@pytest.mark.parametrize("n,gain", [(128, 3.0), (100, 2.0)])
+def test_dense_snn_kernel_is_bit_identical_to_the_dense_path(isa, n, gain):
+    """DenseSNN (ES): the kernel adds the rows of the neurons that spiked in ascending order, the
+    order of XLA's sum, so states, read-outs and spike counts are the dense path's bits."""
+    if isa not in isas():
+        pytest.skip(f"this CPU has no {isa}")
+    c = SNNConstants.from_model("dense_snn", 4, 2, {"n_neurons": n})
+    key = jax.random.PRNGKey(3)
+    pop = 6
+    ref = SNN(c, "dense")
+    weights = jax.vmap(ref.init_weights)(jax.random.split(key, pop))
+    obs = gain * jax.random.normal(key, (25, pop, 4))
+    out = {}
+    for name, snn in (("dense", ref), ("fused", SNN(c, "fused", isa=isa))):
+        nets = jax.vmap(snn.prepare)(weights)
+        carry = jax.vmap(snn.init_carry)(jax.random.split(key, pop))
+        step = jax.jit(jax.vmap(snn.step))
+        ys, counts = [], []
+        for x in obs:
+            carry, y, nsp = step(nets, carry, x)
+            ys.append(np.asarray(y))
+            counts.append(np.asarray(nsp))
+        raster = np.asarray(jax.jit(snn.simulate_spikes)(jax.tree_util.tree_map(lambda a: a[2], nets),
+                                                          jax.tree_util.tree_map(lambda a: a[2], carry), obs[:, 2]))
+        out[name] = (bits(carry), np.array(ys).tobytes(), np.array(counts).tolist(), raster)
+    assert sum(map(sum, out["dense"][2])) > 1000
+    np.testing.assert_array_equal(out["fused"][3], out["dense"][3])
+    assert out["fused"][:3] == out["dense"][:3]
 
 
 # --------------------------------------------------------------------------------------------- GPU kernel
@@ -272,6 +306,24 @@ def test_cartpole_generation_fused_equals_bitpack_and_config_records_the_resolve
         assert cfg["spike_impl"] == ("fused" if impl == "auto" else "bitpack")
     assert rows["auto"] == rows["bitpack"] and len(rows["auto"]) == 2
     assert rows["auto"][1]["spikes_per_ms"] > 0
+
+
+@needs_cpu_kernel
+def test_es_generations_with_the_dense_snn_kernel_equal_the_dense_path():
+    from rsrp_sim.protocols.cartpole import PROTOCOL
+
+    cls = PROTOCOL.method_class(PROTOCOL.method("es"), "jax")
+    recs = {}
+    for impl in ("auto", "dense"):
+        m = cls(PROTOCOL.build_config("es", "jax", "cpu", {"spike_impl": impl, "pop_size": 64, "eval_size": 4,
+                                                              "chunk_size": 64}), 0)
+        assert m.config.spike_impl == ("fused" if impl == "auto" else "dense")
+        st, rows = m.init_state(), []
+        for _ in range(2):
+            st, rec = m.step(st)
+            rows.append({k: v for k, v in rec.items() if k not in ("env_steps_per_s",)})
+        recs[impl] = rows
+    assert recs["auto"] == recs["dense"] and recs["dense"][1]["spikes_per_ms"] > 0
 
 
 def test_list_keys_shows_the_spike_step_choices(capsys):

@@ -70,15 +70,15 @@ class SNN:
             raise ValueError(f"unknown spike_impl {spike_impl!r}; allowed: {', '.join(SPIKE_IMPLS)}")
         self.c = const
         self.bernoulli = const.connectivity == "bernoulli"
-        # bit-packing only applies to {0,1} masks
-        self.spike_impl = spike_impl if self.bernoulli else "dense"
+        # bit-packing only applies to {0,1} masks; real weights have the dense path and (CPU) a kernel
+        self.spike_impl = spike_impl if self.bernoulli or spike_impl == "fused" else "dense"
         self.kernel = None
         if self.spike_impl == "fused":
             from . import kernels
 
             self.kernel = kernels.fused(const, isa, kernel_backend)
             if self.kernel is None:
-                self.spike_impl = "bitpack"
+                self.spike_impl = "bitpack" if self.bernoulli else "dense"
         signs = const.signs() if const.dale else np.ones(const.n_neurons, np.float32)
         self.signs = jnp.asarray(signs)
         exc = signs > 0
@@ -110,7 +110,7 @@ class SNN:
         if "h" in params:
             if self.spike_impl == "bitpack":
                 net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
-            elif self.spike_impl == "fused":
+            elif self.spike_impl == "fused" and self.bernoulli:
                 net["h"] = pack_bits(params["h"].T).T  # (W, N_post): word-major for the kernels
             else:
                 net["h"] = params["h"].astype(jnp.float32)

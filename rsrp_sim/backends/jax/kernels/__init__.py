@@ -6,7 +6,8 @@ memory on a GPU) across the substeps, instead of one XLA operation per substep t
 mask from memory again.  The input product ``R_in * x @ M_in`` and the read-out stay in XLA.
 
 * CPU: :mod:`.cpu`, an XLA FFI custom call written in C++ (AVX-512 VPOPCNTDQ, AVX2 or scalar code,
-  picked at run time), compiled on first use with the machine's C++ compiler.
+  picked at run time), compiled on first use with the machine's C++ compiler; also for DenseSNN's
+  real-valued weights (only the rows of the neurons that spiked are added).
 * GPU: :mod:`.gpu`, a Pallas (Triton) kernel.
 
 Both reproduce the float32 operations of the pure-JAX paths one by one, so spikes and states are
@@ -60,6 +61,10 @@ def fused(const, isa: str | None = None, backend: str | None = None):
     spk, n_spikes)`` for one network (``h``: word-major packed mask, see
     :func:`~rsrp_sim.backends.jax.snn.SNN.prepare`); under ``jax.vmap`` it is one call for the batch.
     """
+    real = const.connectivity != "bernoulli"
+    if real and (backend or platform()) != "cpu":
+        _note("spike_impl=fused has no kernel for real-valued weights off the CPU; running spike_impl=dense")
+        return None
     if backend == "interpret":
         from . import gpu
 
@@ -71,28 +76,33 @@ def fused(const, isa: str | None = None, backend: str | None = None):
     backend = backend or platform()
     ok, why = fused_status(backend)
     if not ok:
-        _note(f"spike_impl=fused is not available here ({why}); running spike_impl=bitpack (same results)")
+        other = "dense" if real else "bitpack"
+        _note(f"spike_impl=fused is not available here ({why}); running spike_impl={other} (same results)")
         return None
     if backend == "cpu":
         from . import cpu
 
         isa = cpu.resolve_isa(isa)
-        return functools.partial(cpu.lif_substeps, const, isa=isa)
+        return functools.partial(cpu.dense_lif_substeps if real else cpu.lif_substeps, const, isa=isa)
     from . import gpu
 
     return functools.partial(gpu.lif_substeps, const)
 
 
 def resolve_spike_impl(requested: str, const) -> str:
-    """``auto`` -> the fastest exact path here: ``fused`` where its kernel runs, else ``bitpack``;
-    ``dense`` for real-valued weights (the only path there).  Other values are returned as they are,
-    except ``fused`` where it cannot run (``bitpack``, with a note)."""
-    if const.connectivity != "bernoulli":
-        return "dense"
+    """``auto`` -> the fastest exact path here: ``fused`` where its kernel runs, else ``bitpack``
+    (``dense`` for real-valued weights, whose kernel runs on the CPU only); ``bitpack`` means
+    ``dense`` for real-valued weights.  ``fused`` where it cannot run becomes the pure-JAX path,
+    with a one-line note."""
+    real = const.connectivity != "bernoulli"
+    other = "dense" if real else "bitpack"
+    runs = fused_status()[0] and not (real and platform() != "cpu")
     if requested == "auto":
-        return "fused" if fused_status()[0] else "bitpack"
-    if requested == "fused" and not fused_status()[0]:
-        _note(f"spike_impl=fused is not available here ({fused_status()[1]}); running spike_impl=bitpack "
-              f"(same results)")
-        return "bitpack"
+        return "fused" if runs else other
+    if requested == "fused" and not runs:
+        why = fused_status()[1] or "no kernel for real-valued weights off the CPU"
+        _note(f"spike_impl=fused is not available here ({why}); running spike_impl={other} (same results)")
+        return other
+    if real:
+        return "fused" if requested == "fused" else "dense"
     return requested

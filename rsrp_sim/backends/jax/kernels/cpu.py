@@ -29,6 +29,9 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name("lif_cpu.cc")
 TARGET = "rsrp_lif_substeps"
+DENSE_TARGET = "rsrp_dense_lif_substeps"
+#: how XLA's CPU code pairs ``a_syn * i_syn + r_h * rec`` into one FMA when the CPU has FMA:
+#: ``bitpack`` computes fma(r_h, rec, a_syn * i_syn) (2), ``dense`` fma(a_syn, i_syn, r_h * rec) (1)
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-std=c++17", "-fPIC", "-shared", "-pthread")
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
 ISA_ENV = "RSRP_SIM_FUSED_ISA"
@@ -129,6 +132,7 @@ def load():
         raise KernelUnavailable(f"loading the kernel {path} failed ({e}); delete it to rebuild") from None
     lib.rsrp_lif_supported.restype = ctypes.c_int64
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.RsrpLifSubsteps), platform="cpu")
+    jax.ffi.register_ffi_target(DENSE_TARGET, jax.ffi.pycapsule(lib.RsrpDenseLifSubsteps), platform="cpu")
     return lib
 
 
@@ -165,9 +169,27 @@ def resolve_isa(isa: str | None) -> str:
     return isa
 
 
+def _attrs(c, substeps, isa, threads, contract):
+    f32 = np.float32
+    return dict(substeps=np.int64(c.substeps if substeps is None else substeps), n_exc=np.int64(c.n_exc),
+                a_syn=f32(c.alpha_syn), r_h=f32(c.r_h), a_m=f32(c.alpha_m), c_m=f32(1.0 - c.alpha_m),
+                v_reset=f32(c.v_reset), v_th=f32(c.v_th), a_out=f32(c.alpha_out),
+                k_r=f32(f32(1.0 - c.alpha_out) / f32(c.dt)),
+                contract=np.int64(cpu_has_fma() if contract is None else bool(contract)),
+                isa=np.int64(ISAS[isa]), threads=np.int64(threads))
+
+
+def _results(shape):
+    import jax
+    import jax.numpy as jnp
+
+    return (jax.ShapeDtypeStruct(shape, jnp.float32),) * 3 + (jax.ShapeDtypeStruct(shape, jnp.bool_),
+                                                             jax.ShapeDtypeStruct(shape[:-1], jnp.int32))
+
+
 def lif_substeps(const, mask, i_in, v, i_syn, r, spk, *, substeps: int | None = None, isa: str = "auto",
                  threads: int = 0, contract: bool | None = None):
-    """All substeps of one environment step of one network (``vmap`` makes it one call for all).
+    """All substeps of one environment step of one ConnSNN network (``vmap`` makes it one call for all).
 
     ``mask``: (W, N) uint32, word-major bit-packed recurrent mask (``pack_bits(M_h.T).T``);
     ``i_in``, ``v``, ``i_syn``, ``r``: (N,) float32; ``spk``: (N,) bool.
@@ -177,18 +199,20 @@ def lif_substeps(const, mask, i_in, v, i_syn, r, spk, *, substeps: int | None = 
     ``threads``: 0 uses XLA's intra-op thread pool, n > 0 at most n threads.
     """
     import jax
-    import jax.numpy as jnp
 
-    f32 = np.float32
-    c = const
-    shape = v.shape
-    out = (jax.ShapeDtypeStruct(shape, jnp.float32),) * 3 + (jax.ShapeDtypeStruct(shape, jnp.bool_),
-                                                             jax.ShapeDtypeStruct(shape[:-1], jnp.int32))
-    call = jax.ffi.ffi_call(TARGET, out, vmap_method="expand_dims")
-    return call(mask, i_in, v, i_syn, r, spk,
-                substeps=np.int64(c.substeps if substeps is None else substeps), n_exc=np.int64(c.n_exc),
-                a_syn=f32(c.alpha_syn), r_h=f32(c.r_h), a_m=f32(c.alpha_m), c_m=f32(1.0 - c.alpha_m),
-                v_reset=f32(c.v_reset), v_th=f32(c.v_th), a_out=f32(c.alpha_out),
-                k_r=f32(f32(1.0 - c.alpha_out) / f32(c.dt)),
-                contract=np.int64(cpu_has_fma() if contract is None else bool(contract)),
-                isa=np.int64(ISAS[isa]), threads=np.int64(threads))
+    call = jax.ffi.ffi_call(TARGET, _results(v.shape), vmap_method="expand_dims")
+    return call(mask, i_in, v, i_syn, r, spk, **_attrs(const, substeps, isa, threads, contract))
+
+
+def dense_lif_substeps(const, w, i_in, v, i_syn, r, spk, *, substeps: int | None = None, isa: str = "auto",
+                       threads: int = 0, contract: bool | None = None):
+    """As :func:`lif_substeps` for a DenseSNN network with real weights ``w`` (N, N) [pre, post].
+
+    With ``contract`` the multiply-adds pair as in XLA's CPU code for ``s @ W`` (``dense``).
+    """
+    import jax
+
+    attrs = _attrs(const, substeps, isa, threads, contract)
+    attrs["pair_syn"] = np.int64(1 if attrs["contract"] else 0)
+    call = jax.ffi.ffi_call(DENSE_TARGET, _results(v.shape), vmap_method="expand_dims")
+    return call(w, i_in, v, i_syn, r, spk, **attrs)

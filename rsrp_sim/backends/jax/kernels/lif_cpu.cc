@@ -62,6 +62,7 @@ enum Isa : int64_t { kBest = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3, kFma = 8 };
 struct Consts {
   int64_t substeps, n, words, n_exc, contract;
   float a_syn, r_h, a_m, c_m, v_reset, v_th, a_out, k_r;
+  int64_t pair_syn = 0;  // real-weight kernel: 0 plain, 1 fma(a_syn, i_syn, r_h rec), 2 fma(r_h, rec, a_syn i_syn)
 };
 
 // Per-thread scratch: the spike bits (old and new) and the list of words holding spikes.
@@ -70,12 +71,18 @@ struct Work {
   std::vector<int32_t> pos_w, neg_w;
   std::vector<uint32_t> pos_b, neg_b;
   std::vector<float> sign;  // +-k_r: what a spike adds to r before the decay term
+  std::vector<float> rec;   // real-weight kernel: the recurrent input of every neuron
+  std::vector<int32_t> act; // real-weight kernel: the neurons that spiked, ascending
+  std::vector<uint8_t> spk8;
   void resize(const Consts& c) {
     size_t w = static_cast<size_t>(c.words);
     s.assign(w, 0);
     snew.assign(w + 1, 0);  // one spare word: the vector paths store whole half-words / bytes
     emask.assign(w, 0);
     pos_w.resize(w); neg_w.resize(w); pos_b.resize(w); neg_b.resize(w);
+    rec.assign(static_cast<size_t>(c.n), 0.0f);
+    act.assign(static_cast<size_t>(c.n), 0);
+    spk8.assign(static_cast<size_t>(c.n), 0);
     sign.assign(static_cast<size_t>(c.n), c.k_r);
     for (int64_t i = 0; i < c.n; ++i) {
       if (i < c.n_exc) emask[i / 32] |= (1u << (i % 32));
@@ -329,6 +336,103 @@ int32_t run_avx512(const uint32_t* M, const float* iin, float* v, float* isyn, f
 }
 #endif  // RSRP_X86
 
+// ------------------------------------------------------------------------------------------ real weights
+// DenseSNN (real-valued W[pre][post]): the recurrent input is the sum of the rows of the neurons
+// that spiked, added in ascending order of the presynaptic neuron, which is the order in which
+// XLA's CPU code sums  s @ W  (the other terms are exact zeros).  Each network's W stays in the
+// L2 cache for all substeps and only the spiking rows (a few per cent) are read.  One generic
+// body, compiled for each instruction set (the compiler vectorises over postsynaptic neurons,
+// which changes no sum's order).
+template <int PAIR, bool FMA, bool ZERO_RESET>
+__attribute__((always_inline)) inline int32_t dense_body(const float* W, const float* iin, float* v, float* isyn,
+                                                         float* r, Work& wk, const Consts& c) {
+  const int64_t n = c.n;
+  float* __restrict rec = wk.rec.data();
+  int32_t* __restrict act = wk.act.data();
+  uint8_t* __restrict spk8 = wk.spk8.data();
+  const float* __restrict sign = wk.sign.data();
+  const float a_syn = c.a_syn, r_h = c.r_h, a_m = c.a_m, c_m = c.c_m, v_reset = c.v_reset, v_th = c.v_th,
+              a_out = c.a_out;
+  int32_t count = 0;
+  for (int64_t step = 0; step < c.substeps; ++step) {
+    int64_t na = 0;
+    for (int64_t w = 0; w < c.words; ++w)
+      for (uint32_t x = wk.s[w]; x; x &= x - 1) act[na++] = static_cast<int32_t>(32 * w + __builtin_ctz(x));
+    for (int64_t j = 0; j < n; ++j) rec[j] = 0.0f;
+    for (int64_t k = 0; k < na; ++k) {
+      const float* __restrict row = W + static_cast<int64_t>(act[k]) * n;
+      if (act[k] < c.n_exc)
+        for (int64_t j = 0; j < n; ++j) rec[j] = rec[j] + row[j];
+      else
+        for (int64_t j = 0; j < n; ++j) rec[j] = rec[j] - row[j];
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      float is;
+      if (PAIR == 1) is = std::fma(a_syn, isyn[j], r_h * rec[j]);
+      else if (PAIR == 2) is = std::fma(r_h, rec[j], a_syn * isyn[j]);
+      else is = a_syn * isyn[j] + r_h * rec[j];
+      float t = ZERO_RESET ? is + iin[j] : (v_reset + is) + iin[j];
+      float vv = FMA ? std::fma(a_m, v[j], c_m * t) : a_m * v[j] + c_m * t;
+      bool sp = vv > v_th;
+      vv = sp ? v_reset : vv;
+      float sv = sp ? sign[j] : 0.0f;
+      float rr = FMA ? std::fma(a_out, r[j], sv) : a_out * r[j] + sv;
+      v[j] = vv; isyn[j] = is; r[j] = rr;
+      spk8[j] = sp;
+    }
+    for (int64_t w = 0; w < c.words; ++w) {
+      uint32_t x = 0;
+      const int64_t lo = 32 * w, hi = std::min<int64_t>(n, lo + 32);
+      for (int64_t j = lo; j < hi; ++j) x |= static_cast<uint32_t>(spk8[j]) << (j - lo);
+      wk.s[w] = x;
+      count += popcount32(x);
+    }
+  }
+  return count;
+}
+
+template <int PAIR, bool FMA, bool ZERO_RESET>
+int32_t dense_scalar_t(const float* W, const float* iin, float* v, float* isyn, float* r, Work& wk, const Consts& c) {
+  return dense_body<PAIR, FMA, ZERO_RESET>(W, iin, v, isyn, r, wk, c);
+}
+#if RSRP_X86
+template <int PAIR, bool FMA, bool ZERO_RESET>
+__attribute__((target("avx2,fma,popcnt,bmi"))) int32_t dense_avx2_t(const float* W, const float* iin, float* v,
+                                                                      float* isyn, float* r, Work& wk, const Consts& c) {
+  return dense_body<PAIR, FMA, ZERO_RESET>(W, iin, v, isyn, r, wk, c);
+}
+template <int PAIR, bool FMA, bool ZERO_RESET>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,popcnt,bmi"))) int32_t dense_avx512_t(
+    const float* W, const float* iin, float* v, float* isyn, float* r, Work& wk, const Consts& c) {
+  return dense_body<PAIR, FMA, ZERO_RESET>(W, iin, v, isyn, r, wk, c);
+}
+#endif
+
+using DenseFn = int32_t (*)(const float*, const float*, float*, float*, float*, Work&, const Consts&);
+
+template <int PAIR, bool FMA, bool ZR>
+DenseFn pick_dense_isa(int64_t isa) {
+#if RSRP_X86
+  if (isa == 3) return dense_avx512_t<PAIR, FMA, ZR>;
+  if (isa == 2) return dense_avx2_t<PAIR, FMA, ZR>;
+#endif
+  return dense_scalar_t<PAIR, FMA, ZR>;
+}
+
+template <int PAIR>
+DenseFn pick_dense_pair(int64_t isa, bool fma, bool zr) {
+  if (fma) return zr ? pick_dense_isa<PAIR, true, true>(isa) : pick_dense_isa<PAIR, true, false>(isa);
+  return zr ? pick_dense_isa<PAIR, false, true>(isa) : pick_dense_isa<PAIR, false, false>(isa);
+}
+
+DenseFn pick_dense(int64_t isa, const Consts& c) {
+  const bool zr = c.v_reset == 0.0f, fma = c.contract != 0;
+  if (c.pair_syn == 1) return pick_dense_pair<1>(isa, fma, zr);
+  if (c.pair_syn == 2) return pick_dense_pair<2>(isa, fma, zr);
+  return pick_dense_pair<0>(isa, fma, zr);
+}
+
+
 int64_t supported_mask() {
   int64_t m = 1 << kScalar;
 #if RSRP_X86
@@ -388,7 +492,8 @@ std::string add_operand(Broadcast& bc, ffi::Span<const int64_t> dims, size_t nb,
 }
 
 struct Job {
-  const uint32_t* mask;
+  const void* mask;  // packed words (uint32) or, for the real-weight kernel, W (float)
+  int64_t mask_elems;  // elements per network
   const float *iin, *v0, *isyn0, *r0;
   const bool* spk0;
   float *v, *isyn, *r;
@@ -396,14 +501,15 @@ struct Job {
   int32_t* count;
   Broadcast bc;
   Consts c;
-  RunFn run;
+  RunFn run = nullptr;
+  DenseFn dense = nullptr;
   int64_t networks;
 };
 
 void run_one(const Job& j, int64_t b, Work& wk) {
   const Consts& c = j.c;
   const int64_t n = c.n;
-  const uint32_t* M = j.mask + j.bc.offset(0, b) * c.words * n;
+  const int64_t moff = j.bc.offset(0, b) * j.mask_elems;
   const float* iin = j.iin + j.bc.offset(1, b) * n;
   float* v = j.v + b * n;
   float* isyn = j.isyn + b * n;
@@ -412,7 +518,8 @@ void run_one(const Job& j, int64_t b, Work& wk) {
   std::memcpy(isyn, j.isyn0 + j.bc.offset(3, b) * n, n * sizeof(float));
   std::memcpy(r, j.r0 + j.bc.offset(4, b) * n, n * sizeof(float));
   pack_spikes(j.spk0 + j.bc.offset(5, b) * n, c, wk);
-  j.count[b] = j.run(M, iin, v, isyn, r, wk, c);
+  if (j.dense) j.count[b] = j.dense(static_cast<const float*>(j.mask) + moff, iin, v, isyn, r, wk, c);
+  else j.count[b] = j.run(static_cast<const uint32_t*>(j.mask) + moff, iin, v, isyn, r, wk, c);
   unpack_spikes(wk, c, j.spk + b * n);
 }
 
@@ -445,20 +552,29 @@ void drain(Shared& sh) {
   }
 }
 
-ffi::Error LifImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32> mask, ffi::Buffer<ffi::F32> iin,
-                   ffi::Buffer<ffi::F32> v0, ffi::Buffer<ffi::F32> isyn0, ffi::Buffer<ffi::F32> r0,
-                   ffi::Buffer<ffi::PRED> spk0, ffi::ResultBuffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> isyn,
-                   ffi::ResultBuffer<ffi::F32> r, ffi::ResultBuffer<ffi::PRED> spk,
-                   ffi::ResultBuffer<ffi::S32> count, int64_t substeps, int64_t n_exc, float a_syn, float r_h,
-                   float a_m, float c_m, float v_reset, float v_th, float a_out, float k_r, int64_t contract,
-                   int64_t isa, int64_t threads) {
-  auto vd = v->dimensions();
+struct Outs {
+  ffi::ResultBuffer<ffi::F32>& v;
+  ffi::ResultBuffer<ffi::F32>& isyn;
+  ffi::ResultBuffer<ffi::F32>& r;
+  ffi::ResultBuffer<ffi::PRED>& spk;
+  ffi::ResultBuffer<ffi::S32>& count;
+};
+
+// Shapes checked, the batch laid out, the networks run over the thread pool (both kernels).
+ffi::Error Launch(ffi::ThreadPool& pool, bool dense, const void* mask, ffi::Span<const int64_t> md,
+                  ffi::Buffer<ffi::F32>& iin, ffi::Buffer<ffi::F32>& v0, ffi::Buffer<ffi::F32>& isyn0,
+                  ffi::Buffer<ffi::F32>& r0, ffi::Buffer<ffi::PRED>& spk0, Outs out, Consts c, int64_t isa,
+                  int64_t threads) {
+  auto vd = out.v->dimensions();
   if (vd.size() < 1) return ffi::Error::InvalidArgument("v must have a neuron axis");
   const size_t nb = vd.size() - 1;
   const int64_t n = vd[nb];
-  auto md = mask.dimensions();
-  if (md.size() != nb + 2 || md[nb + 1] != n || md[nb] != (n + 31) / 32)
+  if (dense) {
+    if (md.size() != nb + 2 || md[nb] != n || md[nb + 1] != n)
+      return ffi::Error::InvalidArgument("W must be (..., N, N) float32 [pre, post]");
+  } else if (md.size() != nb + 2 || md[nb + 1] != n || md[nb] != (n + 31) / 32) {
     return ffi::Error::InvalidArgument("mask must be (..., ceil(N/32), N) uint32, word-major");
+  }
   Broadcast bc;
   bc.out_dims.assign(vd.begin(), vd.begin() + nb);
   int64_t networks = 1;
@@ -479,20 +595,24 @@ ffi::Error LifImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32> mask, ffi::Buffer
 
   auto sh = std::make_shared<Shared>();
   Job& j = sh->job;
-  j.mask = mask.typed_data();
+  c.n = n;
+  c.words = (n + 31) / 32;
+  j.mask = mask;
+  j.mask_elems = dense ? n * n : c.words * n;
   j.iin = iin.typed_data();
   j.v0 = v0.typed_data();
   j.isyn0 = isyn0.typed_data();
   j.r0 = r0.typed_data();
   j.spk0 = spk0.typed_data();
-  j.v = v->typed_data();
-  j.isyn = isyn->typed_data();
-  j.r = r->typed_data();
-  j.spk = spk->typed_data();
-  j.count = count->typed_data();
+  j.v = out.v->typed_data();
+  j.isyn = out.isyn->typed_data();
+  j.r = out.r->typed_data();
+  j.spk = out.spk->typed_data();
+  j.count = out.count->typed_data();
   j.bc = std::move(bc);
-  j.c = Consts{substeps, n, (n + 31) / 32, n_exc, contract, a_syn, r_h, a_m, c_m, v_reset, v_th, a_out, k_r};
-  j.run = pick(isa);
+  j.c = c;
+  if (dense) j.dense = pick_dense(isa, c);
+  else j.run = pick(isa);
   j.networks = networks;
   if (networks == 0) return ffi::Error::Success();
 
@@ -506,6 +626,30 @@ ffi::Error LifImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32> mask, ffi::Buffer
   std::unique_lock<std::mutex> lk(sh->mu);
   sh->cv.wait(lk, [&] { return sh->done.load() == sh->blocks; });
   return ffi::Error::Success();
+}
+
+ffi::Error LifImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32> mask, ffi::Buffer<ffi::F32> iin,
+                   ffi::Buffer<ffi::F32> v0, ffi::Buffer<ffi::F32> isyn0, ffi::Buffer<ffi::F32> r0,
+                   ffi::Buffer<ffi::PRED> spk0, ffi::ResultBuffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> isyn,
+                   ffi::ResultBuffer<ffi::F32> r, ffi::ResultBuffer<ffi::PRED> spk,
+                   ffi::ResultBuffer<ffi::S32> count, int64_t substeps, int64_t n_exc, float a_syn, float r_h,
+                   float a_m, float c_m, float v_reset, float v_th, float a_out, float k_r, int64_t contract,
+                   int64_t isa, int64_t threads) {
+  Consts c{substeps, 0, 0, n_exc, contract, a_syn, r_h, a_m, c_m, v_reset, v_th, a_out, k_r};
+  return Launch(pool, false, mask.typed_data(), mask.dimensions(), iin, v0, isyn0, r0, spk0,
+                Outs{v, isyn, r, spk, count}, c, isa, threads);
+}
+
+ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> iin,
+                     ffi::Buffer<ffi::F32> v0, ffi::Buffer<ffi::F32> isyn0, ffi::Buffer<ffi::F32> r0,
+                     ffi::Buffer<ffi::PRED> spk0, ffi::ResultBuffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> isyn,
+                     ffi::ResultBuffer<ffi::F32> r, ffi::ResultBuffer<ffi::PRED> spk,
+                     ffi::ResultBuffer<ffi::S32> count, int64_t substeps, int64_t n_exc, float a_syn, float r_h,
+                     float a_m, float c_m, float v_reset, float v_th, float a_out, float k_r, int64_t contract,
+                     int64_t pair_syn, int64_t isa, int64_t threads) {
+  Consts c{substeps, 0, 0, n_exc, contract, a_syn, r_h, a_m, c_m, v_reset, v_th, a_out, k_r, pair_syn};
+  return Launch(pool, true, w.typed_data(), w.dimensions(), iin, v0, isyn0, r0, spk0,
+                Outs{v, isyn, r, spk, count}, c, isa, threads);
 }
 
 }  // namespace
@@ -540,3 +684,32 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RsrpLifSubsteps, LifImpl,
 
 // Bit k set: code path k (1 scalar, 2 AVX2, 3 AVX-512) runs on this CPU; bit 8: the CPU has FMA.
 extern "C" int64_t rsrp_lif_supported() { return supported_mask(); }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RsrpDenseLifSubsteps, DenseImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // W (..., N, N) [pre, post]
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // i_in (..., N)
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // v
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // i_syn
+                                  .Arg<ffi::Buffer<ffi::F32>>()    // r
+                                  .Arg<ffi::Buffer<ffi::PRED>>()   // spk
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // v
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // i_syn
+                                  .Ret<ffi::Buffer<ffi::F32>>()    // r
+                                  .Ret<ffi::Buffer<ffi::PRED>>()   // spk
+                                  .Ret<ffi::Buffer<ffi::S32>>()    // spikes over the substeps
+                                  .Attr<int64_t>("substeps")
+                                  .Attr<int64_t>("n_exc")
+                                  .Attr<float>("a_syn")
+                                  .Attr<float>("r_h")
+                                  .Attr<float>("a_m")
+                                  .Attr<float>("c_m")
+                                  .Attr<float>("v_reset")
+                                  .Attr<float>("v_th")
+                                  .Attr<float>("a_out")
+                                  .Attr<float>("k_r")
+                                  .Attr<int64_t>("contract")
+                                  .Attr<int64_t>("pair_syn")
+                                  .Attr<int64_t>("isa")
+                                  .Attr<int64_t>("threads"));
