@@ -14,9 +14,13 @@ The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks three ex
 exist: ``dense`` (float32 matmul), ``bitpack`` (the mask stored as 32-bit words per postsynaptic
 neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32) and ``fused``
 (one kernel runs all substeps of a step for a block of networks, each network's bit-packed mask
-kept in cache or on-chip memory; :mod:`.kernels`).  All give identical spikes and states: the
-counts are integers, exactly representable in float32, and the float32 operations are the same in
-the same order.
+kept in cache or on-chip memory; :mod:`.kernels`).  In all three the recurrent sums are integers,
+exactly representable in float32.  ``fused`` gives ``bitpack``'s bits exactly, spikes and states
+(it pairs multiplies and adds into fused multiply-adds as XLA's CPU code for ``bitpack`` does);
+``dense`` pairs one of them differently, so its states can differ from the other two in the last
+bit: the spikes agree over short runs, but over a long run of many networks a spike eventually
+moves.  For real-valued weights (DenseSNN)
+``fused`` is a kernel that adds the rows of the neurons that spiked and gives ``dense``'s bits.
 """
 from __future__ import annotations
 
