@@ -7,8 +7,9 @@ kernel adding only the rows of spiking neurons could save; it would sum in anoth
 could not give the dense path's bits).
 
   * DenseSNN: one environment step (33 substeps) of a vmapped population at the ES cpu preset's
-    shape (256 networks of 128 neurons) and the paper's chunk (2048 of 256); the ConnSNN fused
-    step at the same shapes; seconds per ES generation (cpu preset) beside RSRP's.
+    shape (256 networks of 128 neurons) and the paper's chunk (2048 of 256), with the dense path
+    and with the real-weight kernel (which this measurement led to); the ConnSNN fused step at the
+    same shapes; seconds per ES generation (cpu preset, dense and auto) beside RSRP's.
   * MLP: RSRP on MNIST (cpu preset: 1024 members, 784-64-10, minibatch 64; random images of
     MNIST's shape, which cost the same): seconds per generation and the part spent in the
     members' forward pass.
@@ -60,7 +61,7 @@ def dense_snn(pop: int, n: int) -> dict:
     out = {"pop": pop, "n_neurons": n}
     key = jax.random.PRNGKey(0)
     obs = jax.random.normal(key, (pop, 4))
-    for model, impl in (("dense_snn", "dense"), ("conn_snn", "fused")):
+    for model, impl in (("dense_snn", "dense"), ("dense_snn", "fused"), ("conn_snn", "fused")):
         c = SNNConstants.from_model(model, 4, 1, {"n_neurons": n})
         snn = SNN(c, impl)
         if model == "dense_snn":
@@ -79,8 +80,11 @@ def dense_snn(pop: int, n: int) -> dict:
         row = {"ms_per_env_step": t * 1e3, "spike_density": density, "spike_impl": snn.spike_impl}
         if model == "dense_snn":
             flops = 2.0 * n * n * c.substeps * pop + 2.0 * pop * (c.n_in + c.d_act) * n
-            row["recurrent_gflops"] = flops / t / 1e9
-        out[model] = row
+            row["dense_equivalent_gflops"] = flops / t / 1e9
+            row["checksum"] = int(np.asarray(nsp).sum())
+        out[f"{model}_{snn.spike_impl}"] = row
+    if "dense_snn_fused" in out:
+        out["dense_snn_fused_speedup"] = out["dense_snn_dense"]["ms_per_env_step"] / out["dense_snn_fused"]["ms_per_env_step"]
     return out
 
 
@@ -138,7 +142,9 @@ def main(argv=None):
     doc = {"benchmark": "hot_loops", "machine": {**machine(), "devices": [str(d) for d in jax.devices()]}}
     doc["gemm_peak"] = gemm_peak()
     doc["snn_step"] = [dense_snn(256, 128), dense_snn(2048, 256)]
-    doc["cartpole_cpu_generation"] = [generation_seconds("cartpole", "es", {}), generation_seconds("cartpole", "rsrp", {})]
+    doc["cartpole_cpu_generation"] = [generation_seconds("cartpole", "es", {"spike_impl": "dense"}),
+                                      generation_seconds("cartpole", "es", {"spike_impl": "auto"}),
+                                      generation_seconds("cartpole", "rsrp", {"spike_impl": "auto"})]
     import tempfile
     from pathlib import Path
 

@@ -206,6 +206,18 @@ def test_without_a_compiler_one_line_says_so_and_bitpack_runs(tmp_path):
     assert not list((tmp_path / "cache").glob("kernels/*.so"))
 
 
+def test_an_unwritable_kernel_cache_is_one_line_and_bitpack_runs(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    env = dict(os.environ, RSRP_SIM_CACHE=str(blocker), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-c", NO_COMPILER], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["bitpack", "bitpack", "bitpack"]
+    notes = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(notes) == 1 and notes[0].startswith("note: spike_impl=fused is not available here (cannot write the "
+                                                   "kernel cache") and "set RSRP_SIM_CACHE" in notes[0]
+
+
 def test_real_valued_networks_run_the_dense_path_or_its_kernel():
     c = SNNConstants.from_model("dense_snn", 4, 1, {"n_neurons": 32})
     assert kernels.resolve_spike_impl("bitpack", c) == "dense"  # no bit-packing of real weights

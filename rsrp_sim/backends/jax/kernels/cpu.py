@@ -142,6 +142,8 @@ def available() -> tuple[bool, str]:
         load()
     except KernelUnavailable as e:
         return False, str(e)
+    except OSError as e:  # e.g. a read-only cache folder
+        return False, f"cannot write the kernel cache ({e.strerror or e}); set RSRP_SIM_CACHE to a writable folder"
     return True, ""
 
 
