@@ -14,9 +14,10 @@ still leaves what it measured.
 4. ``cartpole_paper``: the CartPole paper preset (10112 + 128 networks of 256 neurons) with bitpack
    and fused: env steps/s over the generations after the first (which compiles), same numbers?
 
+    bash benchmarks/gpu_setup.sh install      # an offline GPU box: what rsrp_sim needs beside jax
     python benchmarks/gpu_kernels.py [--generations 4] [--budget-s 420] [--out benchmarks/results]
 
-Writes ``<out>/gpu_kernels_<device>.json``.
+About five minutes on an H100/H200.  Writes ``<out>/gpu_kernels_<device>.json``.
 """
 from __future__ import annotations
 
@@ -69,6 +70,16 @@ class _null:
 SHAPES = ((256, 0.5, 0.5, 1.0), (128, 0.5, 0.5, 2.0), (70, 0.8, 0.3, 3.0))
 
 
+def cpu_device():
+    """JAX's CPU device beside the GPU, or None (e.g. JAX_PLATFORMS=cuda)."""
+    import jax
+
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:
+        return None
+
+
 def part_identity(doc):
     import jax
 
@@ -76,7 +87,7 @@ def part_identity(doc):
     from rsrp_sim.core.models import SNNConstants
 
     rows = []
-    cpu = jax.devices("cpu")[0]
+    cpu = cpu_device()
     for n, ratio, density, gain in SHAPES:
         c = SNNConstants.from_model("conn_snn", 4, 1, {"n_neurons": n, "excitatory_ratio": ratio})
         key = jax.random.PRNGKey(7)
@@ -85,15 +96,17 @@ def part_identity(doc):
         inputs = gain * jax.random.normal(jax.random.fold_in(key, 1), (40, 4))
         fused = SNN(c, "fused")
         res = {"fused": simulate(fused, masks, key, inputs), "bitpack": simulate(SNN(c, "bitpack"), masks, key, inputs),
-               "dense": simulate(SNN(c, "dense"), masks, key, inputs),
-               "bitpack_cpu": simulate(SNN(c, "bitpack"), masks, key, inputs, device=cpu)}
+               "dense": simulate(SNN(c, "dense"), masks, key, inputs)}
+        if cpu is not None:
+            res["bitpack_cpu"] = simulate(SNN(c, "bitpack"), masks, key, inputs, device=cpu)
         row = {"n_neurons": n, "excitatory_ratio": ratio, "fused_is": fused.spike_impl,
                "spikes": int(res["bitpack"][2].sum())}
-        for other in ("bitpack", "dense", "bitpack_cpu"):
+        for other in [k for k in ("bitpack", "dense", "bitpack_cpu") if k in res]:
             row[f"spikes_equal_{other}"] = bool((res["fused"][2] == res[other][2]).all())
             row[f"states_equal_{other}"] = res["fused"][0] == res[other][0]
             row[f"outputs_equal_{other}"] = res["fused"][1] == res[other][1]
-        row["gpu_bitpack_states_equal_cpu_bitpack"] = res["bitpack"][0] == res["bitpack_cpu"][0]
+        if "bitpack_cpu" in res:
+            row["gpu_bitpack_states_equal_cpu_bitpack"] = res["bitpack"][0] == res["bitpack_cpu"][0]
         rows.append(row)
     doc["identity"] = rows
 
@@ -119,7 +132,8 @@ def part_pairing(doc):
     if SMOKE["on"]:
         inputs = inputs[:2]
     ref = simulate(SNN(c, "bitpack"), masks, key, inputs)
-    ref_cpu = simulate(SNN(c, "bitpack"), masks, key, inputs, device=jax.devices("cpu")[0])
+    cpu = cpu_device()
+    ref_cpu = simulate(SNN(c, "bitpack"), masks, key, inputs, device=cpu) if cpu is not None else None
     matches, matches_cpu = [], []
     for pattern in itertools.product(*gpu.PATTERN_CHOICES):
         snn = SNN(c, "fused")
@@ -127,7 +141,7 @@ def part_pairing(doc):
         got = simulate(snn, masks, key, inputs[:2] if SMOKE["on"] else inputs)
         if got[0] == ref[0]:
             matches.append(list(pattern))
-        if got[0] == ref_cpu[0]:
+        if ref_cpu is not None and got[0] == ref_cpu[0]:
             matches_cpu.append(list(pattern))
     doc["pairing"] = {"default": list(gpu.DEFAULT_PATTERN), "matching_gpu_bitpack": matches,
                       "matching_cpu_bitpack": matches_cpu}
