@@ -4,6 +4,9 @@
     rsrp-sim run cartpole [ARGS...]   same as python -m rsrp_sim.protocols.cartpole ARGS...
     rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
     rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
+    rsrp-sim launch --local N -- COMMAND      one run in N processes on this machine (jax.distributed)
+    rsrp-sim sweep PROTOCOL --method M --space KEY=DIST ... --trials N [...]   Optuna sweep (--help)
+    rsrp-sim export-nwb RUN [--out FILE]      the run's recorded spikes as an NWB file
 """
 from __future__ import annotations
 
@@ -49,7 +52,19 @@ def main(argv=None) -> int:
             from .analysis.report import main as report_main
 
             return report_main(rest)
-        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report")
+        if cmd == "launch":
+            from .protocols.launch import main as launch_main
+
+            return launch_main(rest)
+        if cmd == "sweep":
+            from .protocols.sweep import main as sweep_main
+
+            return sweep_main(rest)
+        if cmd == "export-nwb":
+            from .analysis.nwb import main as nwb_main
+
+            return nwb_main(rest)
+        raise UserError(f"unknown command {cmd!r}; allowed: list, run, compare, report, launch, sweep, export-nwb")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,3 +42,32 @@ def test_a_new_dataset_is_registered_and_learned_by_rsrp_and_backprop(tmp_path):
     rsrp, bp = (float(w) for w in line.replace(",", "").split() if w.replace(".", "").isdigit())
     assert rsrp >= 0.8 and bp >= 0.8, line
     assert len(rows) == 2
+
+
+def test_nwb_tutorial_compares_rsrp_with_stdp_through_neo_and_elephant(tmp_path):
+    pytest.importorskip("pynwb")
+    pytest.importorskip("elephant")
+    pytest.importorskip("neuron")
+    import json
+
+    import numpy as np
+
+    from rsrp_sim.infra import recordings
+
+    out, _ = run_example(tmp_path, "nwb_rsrp_vs_stdp.py", "2", "2")
+    assert "(nwbinspector: 0 critical)" in out and "ISI CV" in out
+    stats = json.loads((tmp_path / "runs/nwb_tutorial/stats.json").read_text())
+    assert set(stats) == {"RSRP (ConnSNN, JAX)", "R-STDP (NEURON)"}
+    for name, folder in (("RSRP (ConnSNN, JAX)", "rsrp"), ("R-STDP (NEURON)", "rstdp")):
+        rec = recordings.load_all(tmp_path / "runs/nwb_tutorial" / folder)["episodes"]
+        counts = rec.counts()
+        t_stop = rec.intervals["stop_time"][-1]
+        s = stats[name]["all"]
+        # Elephant's rates from the NWB file = the run's own spike counts over the recorded time
+        assert s["neurons"] == rec.n_units and s["spikes"] == len(rec.spike_times)
+        assert np.allclose(s["rates"], counts / t_stop)
+        # ISI CV (std / mean of the intervals) of every neuron with at least 3 spikes
+        cvs = [np.std(np.diff(t)) / np.mean(np.diff(t)) for t in rec.unit_spike_times() if len(t) >= 3]
+        assert np.allclose(s["cvs"], cvs)
+        assert f"{name:<22} all" in out
+    assert (tmp_path / "runs/nwb_tutorial/rates_cv.png").stat().st_size > 5000

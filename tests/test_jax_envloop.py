@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, jax, numpy as np
 from rsrp_sim.infra import config as configlib
-from rsrp_sim.backends.jax import sharding
+from rsrp_sim.infra import distributed as sharding
 from rsrp_sim.backends.jax.rl import SNNRollouts
 from rsrp_sim.engine.rl import RSRPMethod
 from rsrp_sim.envs.cartpole import CartPole

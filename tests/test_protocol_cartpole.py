@@ -187,3 +187,18 @@ def _ov(*items):
     from rsrp_sim.infra.config import parse_overrides
 
     return parse_overrides(TINY + list(items))
+
+
+def test_a_run_folder_of_an_older_format_is_refused_in_one_line(capsys, tmp_path):
+    """Before run-folder format 2, pop_size counted the deterministic networks too: such a folder
+    cannot be resumed with the same meaning, and the user is told so (nothing is changed)."""
+    run = tmp_path / "old"
+    assert run_cli(capsys, "--out", str(run), *TINY, "generations=1")[0] == 0
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["format"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, "--out", str(run), "--resume")
+    assert code == 2 and err.count("\n") == 1
+    assert "written by an older rsrp_sim (run-folder format 1, where pop_size also counted the eval members)" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -270,6 +270,93 @@ def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron
     return path
 
 
+def _trial_marks(trials):
+    """Finished trials with a value, split by state: ``{state: (numbers, values)}``."""
+    out = {}
+    for t in trials:
+        v = t.get("value")
+        if v is None or not np.isfinite(float(v)):
+            continue
+        nums, vals = out.setdefault(t.get("state", "COMPLETE"), ([], []))
+        nums.append(int(t["trial"]))
+        vals.append(float(v))
+    return out
+
+
+TRIAL_STYLE = {"COMPLETE": dict(color="tab:blue", marker="o", label="complete"),
+               "PRUNED": dict(color="tab:gray", marker="x", label="pruned (last value)")}
+
+
+def sweep_objective(trials: Sequence[dict[str, Any]], path, objective: str, direction: str = "maximize",
+                    title: str = ""):
+    """Objective of every trial against its number, and the best value so far (complete trials).
+
+    ``trials``: dicts with ``trial`` (number), ``state`` (``COMPLETE``, ``PRUNED`` ...) and ``value``.
+    """
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    marks = _trial_marks(trials)
+    for state, (nums, vals) in marks.items():
+        style = TRIAL_STYLE.get(state, dict(color="tab:red", marker="s", label=state.lower()))
+        ax.scatter(nums, vals, s=28, zorder=3, **style)
+    if "COMPLETE" in marks:
+        nums, vals = (np.asarray(a, float) for a in marks["COMPLETE"])
+        order = np.argsort(nums)
+        best = (np.maximum if direction == "maximize" else np.minimum).accumulate(vals[order])
+        ax.step(nums[order], best, where="post", color="tab:red", lw=1.5, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or f"{objective} per trial", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_params(trials: Sequence[dict[str, Any]], keys: Sequence[str], path, objective: str,
+                 log_keys: Sequence[str] = (), title: str = ""):
+    """One panel per swept key: the objective of every trial against that key's value
+    (``trials``: dicts with ``trial``, ``state``, ``value`` and ``params``; categorical values of
+    any type are spread over the x axis in their order of first appearance)."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(len(keys), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        values = [t["params"].get(key) for t in trials if t.get("params")]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None)
+        cats = list(dict.fromkeys(v for v in values if v is not None)) if not numeric else []
+        for state, style in (("COMPLETE", TRIAL_STYLE["COMPLETE"]), ("PRUNED", TRIAL_STYLE["PRUNED"])):
+            sel = [t for t in trials if t.get("state") == state and t.get("value") is not None
+                   and np.isfinite(float(t["value"])) and t.get("params", {}).get(key) is not None]
+            if not sel:
+                continue
+            x = [t["params"][key] for t in sel]
+            x = [float(v) for v in x] if numeric else [cats.index(v) for v in x]
+            ax.scatter(x, [float(t["value"]) for t in sel], s=28, zorder=3, **style)
+        if cats:
+            ax.set_xticks(range(len(cats)), [str(c) for c in cats])
+            ax.set_xlim(-0.5, len(cats) - 0.5)
+        elif key in log_keys:
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(objective)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title or f"{objective} against each swept key", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 #: the figures a method may ask for (:class:`rsrp_sim.engine.method.Figure` kinds)
 FIGURES = {f.__name__: f for f in (p_histogram, confusion_matrix, raster, weight_histogram, weight_grid,
                                     assignment_histogram)}

@@ -145,6 +145,37 @@ def natural_gradient_sum(shaped, z, p):
     return xp.reshape(shaped @ zf, xp.shape(p)), xp.sum(shaped)
 
 
+def block_sums(weights, x, blocks: int = 1):
+    """``sum_k weights_k x_k`` over the leading (member) axis, in ``blocks`` equal consecutive blocks.
+
+    Returns an array with a leading axis of ``blocks`` partial sums; adding them in order gives the
+    total.  A population split over devices holds whole blocks, so the partial sums -- and their
+    total, added after gathering them -- do not depend on how many devices share the population.
+    ``blocks=1`` is the plain weighted sum.
+    """
+    xp = _xp(weights, x)
+    w = xp.asarray(weights, dtype=xp.float32)
+    n = w.shape[0]
+    xf = xp.reshape(x, (n, -1)).astype(xp.float32)
+    if blocks == 1:
+        return xp.reshape(w @ xf, (1,) + tuple(xp.shape(x)[1:]))
+    if n % blocks:
+        raise ValueError(f"{n} members do not split into {blocks} equal blocks")
+    part = xp.einsum("bk,bkp->bp", xp.reshape(w, (blocks, n // blocks)), xp.reshape(xf, (blocks, n // blocks, -1)))
+    return xp.reshape(part, (blocks,) + tuple(xp.shape(x)[1:]))
+
+
+def natural_gradient_block_sums(shaped, z, p, blocks: int = 1):
+    """:func:`natural_gradient_sum` in ``blocks`` blocks of members (see :func:`block_sums`):
+    ``(block sums of shaped_k z_k, block sums of shaped_k)``, each with a leading block axis."""
+    if blocks == 1:
+        rz, r = natural_gradient_sum(shaped, z, p)
+        return rz[None], r[None]
+    xp = _xp(shaped, z, p)
+    shaped = xp.asarray(shaped, dtype=xp.float32)
+    return block_sums(shaped, z, blocks), xp.sum(xp.reshape(shaped, (blocks, -1)), axis=1)
+
+
 def finish_natural_gradient(sum_rz, sum_r, p, n: int):
     """Combine chunk sums from :func:`natural_gradient_sum` into the population estimate."""
     return (sum_rz - sum_r * p) / n

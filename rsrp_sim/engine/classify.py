@@ -27,6 +27,7 @@ import numpy as np
 from .. import data as datalib
 from ..core.rewards import REWARDS, confusion_counts
 from ..infra.config import ConfigBase
+from ..infra import distributed
 from ..infra.errors import UserError, unknown
 from .method import EvaluatedMethod, Figure, Finished
 from .population import Layout, PopulationKeys, RSRPKeys, generation
@@ -123,6 +124,7 @@ class RSRPClassify(EvaluatedMethod):
         cfg = config
         self.ds = load_data(cfg)
         self.layout = cfg.layout()
+        distributed.check_layout(self.layout)
         self.evaluator = self.Evaluator(cfg, ClassifyTask(self.ds, self.layout, self.seed))
         self.strategy = cfg.strategy(self.evaluator.shapes, cfg.transform())
         self.shared = cfg.minibatch == "shared"

@@ -18,9 +18,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 from ..infra.config import compose
+from ..infra.recordings import Recording
 from ..infra.records import STANDARD_FIELDS  # noqa: F401  (the record fields every method returns)
 
-__all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Method", "EvaluatedMethod"]
+__all__ = ["STANDARD_FIELDS", "Figure", "Finished", "Recording", "Method", "EvaluatedMethod"]
 
 
 
@@ -37,10 +38,13 @@ class Figure:
 
 @dataclasses.dataclass
 class Finished:
-    """What :meth:`Method.finalize` returns: extra summary fields and figures to draw."""
+    """What :meth:`Method.finalize` returns: extra summary fields, figures to draw, and spike
+    recordings of the final evaluation (name -> :class:`~rsrp_sim.infra.recordings.Recording`),
+    which the protocol layer writes to ``recordings/<name>.npz`` in the run folder."""
 
     summary: dict = dataclasses.field(default_factory=dict)
     figures: list = dataclasses.field(default_factory=list)
+    recordings: dict = dataclasses.field(default_factory=dict)
 
 
 class Method(abc.ABC):
@@ -52,6 +56,8 @@ class Method(abc.ABC):
     steps_field: ClassVar[str] = "env_steps"
     #: legend of train_score and eval_score in the learning curve
     curve_labels: ClassVar[tuple[str, str]] = ("train (population mean)", "eval (deterministic network)")
+    #: whether one run of this method can span several processes (jax.distributed)
+    multi_process: ClassVar[bool] = False
 
     def __init__(self, config, seed: int):
         self.config = config
@@ -83,8 +89,13 @@ class Method(abc.ABC):
         """One iteration: ``(new_state, record)``."""
 
     def finalize(self, state) -> Finished:
-        """Optional end-of-run work (a final evaluation): summary extras and figure data."""
+        """Optional end-of-run work (a final evaluation): summary extras, figure data, recordings."""
         return Finished()
+
+    def histograms(self, state) -> dict[str, Any]:
+        """Optional: named arrays (host NumPy) whose distribution the experiment trackers log each
+        iteration (``logger=tensorboard|wandb``), e.g. the release probabilities ``p``."""
+        return {}
 
     def close(self):
         """Release what the method holds (simulator processes, build folders)."""
@@ -100,6 +111,11 @@ class EvaluatedMethod(Method):
     BaseConfig: ClassVar[type]
     Evaluator: ClassVar[type]
 
+    def histograms(self, state) -> dict[str, Any]:
+        """The strategy's histograms of the search state (RSRP: ``p``; ES: the mean weights)."""
+        strategy = getattr(self, "strategy", None)
+        return strategy.histograms(state["search"]) if strategy is not None else {}
+
     @classmethod
     def with_evaluator(cls, evaluator: type) -> type:
         """This method on the back-end whose evaluator class is ``evaluator`` (one class per pair)."""
@@ -110,5 +126,6 @@ class EvaluatedMethod(Method):
         if evaluator not in made:
             config = compose(f"{cls.__name__}_{evaluator.__name__}_Config", evaluator.Config, cls.BaseConfig)
             made[evaluator] = type(f"{cls.__name__}[{evaluator.__name__}]", (cls,),
-                                   {"Evaluator": evaluator, "Config": config, "__module__": cls.__module__})
+                                   {"Evaluator": evaluator, "Config": config, "__module__": cls.__module__,
+                                    "multi_process": bool(getattr(evaluator, "multi_process", False))})
         return made[evaluator]

@@ -41,11 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..infra.config import ConfigBase
+from ..infra.distributed import replicate, shard_members
 from ..infra.errors import UserError
 from ..core import rule
 from ..core import shaping as shaping_lib
 
-__all__ = ["PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
+__all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
            "Strategy", "RSRP", "RSRPState", "ES", "ESState", "generation", "p_metrics", "pytree_dataclass"]
 
 
@@ -54,6 +55,17 @@ def pytree_dataclass(cls):
     cls = dataclasses.dataclass(frozen=True)(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+
+
+#: default of ``reduction_blocks``: populations split over 1, 2, 4, 8 or 16 devices give the same numbers
+REDUCTION_BLOCKS = 16
+
+
+def equal_blocks(n: int, at_most: int = REDUCTION_BLOCKS) -> int:
+    """The number of equal blocks sums over ``n`` members are made in: the largest divisor of ``n``
+    dividing ``at_most`` (``reduction_blocks``).  Blocks are fixed by the population, not by the
+    devices, so any device count dividing the block count gives the same sums, bit for bit."""
+    return math.gcd(int(n), int(at_most)) if at_most > 1 else 1
 
 
 # ----------------------------------------------------------------------------- population layout
@@ -71,6 +83,7 @@ class Layout:
     eval_size: int = 0
     chunk_size: int = 0  # 0: the whole population in one chunk
     multiple: int = 1
+    reduction_blocks: int = 1
 
     def __post_init__(self):
         if self.pop_size < 1:
@@ -97,6 +110,10 @@ class Layout:
     def valid(self, i: int) -> int:
         """Sampled members that chunk ``i`` really holds."""
         return min(self.chunk, self.pop_size - i * self.chunk)
+
+    def blocks(self, n: int) -> int:
+        """How many equal blocks sums over ``n`` members are made in (see :func:`equal_blocks`)."""
+        return equal_blocks(n, self.reduction_blocks)
 
     @property
     def packed_capacity(self) -> int:
@@ -173,10 +190,13 @@ class PopulationKeys(ConfigBase):
     unit_variance: bool = False
     baseline_ema: Optional[float] = None  # None: previous generation's mean
     rank_chunks: int = 1  # ranking scope: 1 = whole population
+    # members are summed in this many equal blocks (at most; a divisor of the chunk): any number of
+    # devices dividing it gives the same numbers; 1 = one plain sum per chunk
+    reduction_blocks: int = REDUCTION_BLOCKS
 
     def validate(self):
         super().validate()
-        self.require_at_least(1, "chunk_size", "rank_chunks")
+        self.require_at_least(1, "chunk_size", "rank_chunks", "reduction_blocks")
         self.require(self.pop_size >= 2, f"pop_size must be at least 2 sampled members, got {self.pop_size}")
         self.require(self.eval_size >= 0, f"eval_size must be >= 0, got {self.eval_size}")
         self.require(self.baseline_ema is None or 0.0 <= self.baseline_ema < 1.0,
@@ -189,7 +209,7 @@ class PopulationKeys(ConfigBase):
                                      self.baseline_ema)
 
     def layout(self, multiple: int = 1) -> Layout:
-        return Layout(self.pop_size, self.eval_size, self.chunk_size, multiple)
+        return Layout(self.pop_size, self.eval_size, self.chunk_size, multiple, self.reduction_blocks)
 
 
 @dataclasses.dataclass
@@ -215,7 +235,7 @@ class RSRPKeys(ConfigBase):
         return RSRP(shapes, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
                     momentum=self.momentum, eps=self.eps, p_init=self.p_init,
                     release=self.release_mode if release is None else release, frozen=frozen,
-                    sampler=self.sampler, shaping=transform)
+                    sampler=self.sampler, shaping=transform, reduction_blocks=getattr(self, "reduction_blocks", 1))
 
 
 @dataclasses.dataclass
@@ -235,7 +255,8 @@ class ESKeys(ConfigBase):
 
     def strategy(self, shapes: dict, transform, init_std: float = 1.0) -> ES:
         return ES(shapes, sigma=self.sigma, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
-                  momentum=self.momentum, init_std=init_std, shaping=transform)
+                  momentum=self.momentum, init_std=init_std, shaping=transform,
+                  reduction_blocks=getattr(self, "reduction_blocks", 1))
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -252,8 +273,13 @@ class Strategy(abc.ABC):
     #: whether members' eligibilities (spike release) are needed for the gradient
     needs_eligibility: bool = False
 
-    def __init__(self, shaping: shaping_lib.Transform):
+    def __init__(self, shaping: shaping_lib.Transform, reduction_blocks: int = 1):
         self.shaping = shaping
+        self.reduction_blocks = int(reduction_blocks)
+
+    def blocks(self, n: int) -> int:
+        """Blocks the gradient sums of ``n`` members are made in (fixed by ``n``, not by the devices)."""
+        return equal_blocks(n // self.multiple, self.reduction_blocks)
 
     # ---- to implement
     @abc.abstractmethod
@@ -268,11 +294,13 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def gradient_terms(self, state, key, n: int, shaped, members: Members | None = None,
                        eligibility: dict | None = None):
-        """Sums over one chunk of ``n`` members (members regenerated from ``key`` unless given)."""
+        """Sums over one chunk of ``n`` members (members regenerated from ``key`` unless given), as
+        block sums (a leading axis of ``self.blocks(n)``; :func:`rsrp_sim.core.rule.block_sums`)."""
 
     @abc.abstractmethod
     def finish_gradient(self, state, sums, n: int):
-        """The population estimate from the chunk sums of ``n`` sampled members."""
+        """The population estimate from the (block) sums of ``n`` sampled members; the blocks are
+        added in order here, after every device has them all."""
 
     @abc.abstractmethod
     def apply(self, state, grad):
@@ -281,16 +309,33 @@ class Strategy(abc.ABC):
     def metrics(self, state) -> dict:
         return {}
 
+    def histograms(self, state) -> dict:
+        """Named arrays whose distribution is worth following over a run (host NumPy)."""
+        return {}
+
     # ---- shared
     @functools.cached_property
     def jitted(self):
-        """The jitted pieces the engine calls (one compilation per strategy and shape)."""
+        """The jitted pieces the engine calls (one compilation per strategy and shape).
+
+        Members come out with their member axis split over every device of every process
+        (:func:`rsrp_sim.infra.distributed.shard_members`); everything the host reads or carries
+        to the next generation comes out complete on every device (``replicate``).  With one device
+        both are no-ops.
+        """
+        def ask(state, key, n):
+            m = self.ask(state, key, n)
+            return Members(shard_members(m.batched, n), m.shared, n)
+
+        def whole(fn):
+            return lambda *args: replicate(fn(*args))
+
         ns = type("Jitted", (), {})()
-        ns.ask = jax.jit(self.ask, static_argnums=2)
-        ns.deterministic = jax.jit(self.deterministic)
-        ns.terms = jax.jit(self.gradient_terms, static_argnums=2)
-        ns.finish = jax.jit(self.finish_gradient, static_argnums=2)
-        ns.apply = jax.jit(self.apply)
+        ns.ask = jax.jit(ask, static_argnums=2)
+        ns.deterministic = jax.jit(whole(self.deterministic))
+        ns.terms = jax.jit(whole(self.gradient_terms), static_argnums=2)
+        ns.finish = jax.jit(whole(self.finish_gradient), static_argnums=2)
+        ns.apply = jax.jit(whole(self.apply))
         return ns
 
     def shape(self, state, fitness):
@@ -346,8 +391,8 @@ class RSRP(Strategy):
     def __init__(self, shapes: dict, *, lr: float, optimizer: str = "adam", weight_decay: float = 0.0,
                  momentum: float = 0.9, eps: float = rule.EPS, p_init: float = rule.P_INIT,
                  release: str = "trial", frozen=(), sampler: str = "uniform",
-                 shaping: shaping_lib.Transform | None = None):
-        super().__init__(shaping or shaping_lib.Transform())
+                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1):
+        super().__init__(shaping or shaping_lib.Transform(), reduction_blocks)
         if sampler not in self.SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(self.SAMPLERS)}")
         unknown_frozen = set(frozen) - set(shapes)
@@ -402,18 +447,26 @@ class RSRP(Strategy):
         if self.spike_groups and eligibility is None:
             raise ValueError(f"spike release of {self.spike_groups} needs the members' eligibilities")
         z = members.batched if members is not None else self._patterns(state, key, n)
-        # eligibilities may come flat per member (a simulator's synapse order = the masks' row-major order)
-        return {k: (jnp.reshape(rule.spike_gradient_sum(shaped, *eligibility[k]), state.p[k].shape)
-                    if self.modes[k] == "spike" else rule.natural_gradient_sum(shaped, z[k], state.p[k]))
+        b = self.blocks(n)
+        # eligibilities may come flat per member (a simulator's synapse order = the masks' row-major
+        # order); they come from a simulator on the host, so they are summed in one block
+        return {k: (jnp.reshape(rule.spike_gradient_sum(shaped, *eligibility[k]), (1,) + state.p[k].shape)
+                    if self.modes[k] == "spike" else rule.natural_gradient_block_sums(shaped, z[k], state.p[k], b))
                 for k in state.p}
 
     def finish_gradient(self, state, sums, n):
-        return {k: (sums[k] / n if self.modes[k] == "spike"
-                    else rule.finish_natural_gradient(sums[k][0], sums[k][1], state.p[k], n)) for k in state.p}
+        total = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), sums)
+        return {k: (total[k] / n if self.modes[k] == "spike"
+                    else rule.finish_natural_gradient(total[k][0], total[k][1], state.p[k], n)) for k in state.p}
 
     def apply(self, state, grad):
         p, opt = rule.apply_update(state.p, grad, self.opt, state.opt, self.eps)
         return dataclasses.replace(state, p=p, opt=opt)
+
+    def histograms(self, state) -> dict:
+        """Release probabilities: all learned synapses together (``p``) and each group (``p/<group>``)."""
+        p = {k: np.asarray(v, np.float32).ravel() for k, v in state.p.items()}
+        return {"p": np.concatenate(list(p.values())), **{f"p/{k}": v for k, v in p.items()}}
 
     def metrics(self, state):
         return p_metrics(state.p)
@@ -443,8 +496,8 @@ class ES(Strategy):
 
     def __init__(self, shapes: dict, *, sigma: float, lr: float, optimizer: str = "adamw",
                  weight_decay: float = 0.1, momentum: float = 0.9, init_std: float = 1.0,
-                 shaping: shaping_lib.Transform | None = None):
-        super().__init__(shaping or shaping_lib.Transform())
+                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1):
+        super().__init__(shaping or shaping_lib.Transform(), reduction_blocks)
         self.shapes = {k: tuple(s) for k, s in shapes.items()}
         self.sigma, self.init_std = float(sigma), float(init_std)
         self.opt = rule.make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay)
@@ -473,10 +526,13 @@ class ES(Strategy):
 
     def gradient_terms(self, state, key, n, shaped, members=None, eligibility=None):
         w = shaped[0::2] - shaped[1::2]
-        return {k: jnp.tensordot(w, e, axes=1) for k, e in self._noise(state, key, n).items()}
+        b = self.blocks(n)
+        if b == 1:
+            return {k: jnp.tensordot(w, e, axes=1)[None] for k, e in self._noise(state, key, n).items()}
+        return {k: rule.block_sums(w, e, b) for k, e in self._noise(state, key, n).items()}
 
     def finish_gradient(self, state, sums, n):
-        return {k: v / (n // 2) for k, v in sums.items()}
+        return {k: jnp.sum(v, axis=0) / (n // 2) for k, v in sums.items()}
 
     def apply(self, state, grad):
         import optax
@@ -486,6 +542,10 @@ class ES(Strategy):
 
     def metrics(self, state):
         return {"param_norm": float(np.sqrt(sum(float(jnp.sum(v**2)) for v in state.mu.values())))}
+
+    def histograms(self, state) -> dict:
+        """The mean weights of each group (``weights/<group>``)."""
+        return {f"weights/{k}": np.asarray(v, np.float32).ravel() for k, v in state.mu.items()}
 
 
 # ----------------------------------------------------------------------------- the generation

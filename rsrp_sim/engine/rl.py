@@ -14,7 +14,7 @@ An evaluator for RL tasks is a class with a ``Config`` dataclass (its own keys) 
 
 whose results carry ``extras`` with ``env_steps`` (steps taken by real members), ``episodes`` and
 ``spikes`` per member, ``t`` (the loop's length), ``obs_n``/``obs_sum``/``obs_sq`` (what the
-normaliser learns from).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
+normaliser learns from; the sums as rows of blocks of environments, added here in order).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ import numpy as np
 
 from .. import envs
 from ..core.models import SNNConstants
+from ..infra import distributed
 from ..infra.errors import UserError
+from ..infra.recordings import Recording
 from .method import EvaluatedMethod, Figure, Finished
 from .population import ESKeys, Layout, PopulationKeys, RSRPKeys, generation
 
@@ -48,12 +50,14 @@ class RLConfig(PopulationKeys):
     obs_norm: Literal["running", "ema_var", "none"] = "running"
     reset_pool: Literal["fresh", "fixed"] = "fresh"
     checkpoint_every: int = 1
+    record_episodes: int = 1  # episodes of the final deterministic network whose spikes are recorded (0: none)
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
     def validate(self):
         super().validate()
         self.require_at_least(1, "generations", "checkpoint_every")
+        self.require_at_least(0, "record_episodes")
         self.require(self.max_episode_steps >= 0, f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
 
 
@@ -158,6 +162,7 @@ class RLPopulation(EvaluatedMethod):
             raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
         self.strategy = self.make_strategy()
         self.layout = cfg.layout(self.strategy.multiple)
+        distributed.check_layout(self.layout)
         release = dict(getattr(self.strategy, "modes", {}))
         self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
         # keys the evaluator resolved for this machine (e.g. spike_impl=auto) are what the run records
@@ -190,8 +195,8 @@ class RLPopulation(EvaluatedMethod):
             env_steps += int(ex["env_steps"])
             episodes += int(np.asarray(ex["episodes"])[:layout.valid(i)].sum())
             obs_n += int(ex["obs_n"])
-            obs_s = obs_s + np.asarray(ex["obs_sum"], np.float64)
-            obs_sq = obs_sq + np.asarray(ex["obs_sq"], np.float64)
+            obs_s = obs_s + np.asarray(ex["obs_sum"], np.float64).sum(0)  # its blocks, in order
+            obs_sq = obs_sq + np.asarray(ex["obs_sq"], np.float64).sum(0)
         det = res.deterministic
         env_steps += int(det.extras["env_steps"])
         c = self.const
@@ -219,8 +224,56 @@ class RLPopulation(EvaluatedMethod):
         return (f" (environment {self.env.id}; a model constant may make the network diverge, check the "
                 f"model.* overrides and lr)")
 
+    def finalize(self, state):
+        """The spikes of the final deterministic network in ``record_episodes`` episodes (when the
+        back-end's evaluator can record them)."""
+        rec = self.record(state, self.config.record_episodes)
+        return Finished(recordings={"episodes": rec} if rec is not None else {})
+
+    def record(self, state, n_episodes: int) -> Recording | None:
+        """A :class:`~rsrp_sim.infra.recordings.Recording` of the deterministic network of ``state``."""
+        fn = getattr(self.evaluator, "record_episodes", None)
+        if fn is None or n_episodes < 1:
+            return None
+        mean, scale = norm_arrays(state["norm"], self.config.obs_norm, self.env.obs_dim)
+        net = {k: np.asarray(v) for k, v in self.strategy.jitted.deterministic(state["search"]).items()}
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), 0x7EC)
+        out = fn(net, key, n_episodes, RLContext(mean, scale))
+        if out is None:
+            return None
+        c = self.const
+        dt = c.dt / 1000.0  # seconds per substep
+        env_dt = c.substeps * dt
+        eps = out["episodes"]
+        signs = c.signs() if c.dale else np.zeros(c.n_neurons)
+        cell = np.where(signs > 0, "excitatory", np.where(signs < 0, "inhibitory", "unsigned"))
+        return Recording(
+            spike_times=(np.asarray(out["substep"], np.float64) + 1.0) * dt,  # the end of the substep that spiked
+            spike_units=out["neuron"],
+            units={"population": np.full(c.n_neurons, "recurrent"), "cell_type": cell,
+                   "neuron": np.arange(c.n_neurons)},
+            intervals={"start_time": np.array([e[0] * env_dt for e in eps]),
+                       "stop_time": np.array([(e[0] + e[1]) * env_dt for e in eps]),
+                       "steps": np.array([e[1] for e in eps], np.int64),
+                       "return": np.array([e[2] for e in eps], np.float64),
+                       "terminated": np.array([e[3] for e in eps], bool)},
+            description=(f"{self.method_name}: the final deterministic network on {self.env.id}, {len(eps)} "
+                         f"episode(s) in closed loop, every spike of the {c.n_neurons} recurrent neurons"),
+            interval_kind="episode", duration=float(sum(e[1] for e in eps) * env_dt), resolution=dt,
+            constants={"model": self.config.model, "env": self.env.id, **_plain_constants(c)})
+
     def close(self):
         getattr(self.evaluator, "close", lambda: None)()
+
+
+def _plain_constants(c) -> dict:
+    out = {}
+    for k, v in dataclasses.asdict(c).items():
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            out[k] = v
+        elif isinstance(v, (tuple, list)) and all(isinstance(x, (bool, int, float, str)) for x in v):
+            out[k] = list(v)
+    return out
 
 
 class RSRPMethod(RLPopulation):
@@ -242,9 +295,11 @@ class RSRPMethod(RLPopulation):
         return {k: (mode if k != "out" else "trial") for k in self.const.param_shapes()}
 
     def finalize(self, state):
+        fin = super().finalize(state)
         p = {k: np.asarray(v) for k, v in state["search"].p.items()}
-        return Finished({"p_mean": float(np.mean(np.concatenate([v.ravel() for v in p.values()])))},
-                        [Figure("p_histogram", "p_histogram.png", {"p": p})])
+        fin.summary["p_mean"] = float(np.mean(np.concatenate([v.ravel() for v in p.values()])))
+        fin.figures.append(Figure("p_histogram", "p_histogram.png", {"p": p}))
+        return fin
 
 
 class ESMethod(RLPopulation):

@@ -78,6 +78,9 @@ def unflatten_state(arrays: dict[str, np.ndarray], template):
 class RunDir:
     """One run's folder."""
 
+    #: whether this object writes (False: a process other than the writer of a multi-process run)
+    writes = True
+
     def __init__(self, path: Path, config: dict[str, Any]):
         self.path = Path(path)
         self.config = config
@@ -215,3 +218,36 @@ def _num(v: str):
             return float(v)
         except ValueError:
             return v
+
+
+class NullRunDir(RunDir):
+    """The run folder as the processes other than the writer see it: they read its config (a shared
+    filesystem on resume), take the checkpoint's values from the writer, and write nothing."""
+
+    writes = False
+
+    @classmethod
+    def open(cls, path) -> "NullRunDir":
+        path = Path(path)
+        if not (path / CONFIG).is_file():
+            raise UserError(f"{path} is not a run folder (no {CONFIG}) as seen from this process; the run "
+                            f"folder must be on a filesystem every process can read")
+        return cls(path, yaml.safe_load((path / CONFIG).read_text()))
+
+    def read_metrics(self):
+        return []
+
+    def append_metrics(self, row):
+        pass
+
+    def truncate_metrics(self, iterations: int):
+        pass
+
+    def save_checkpoint(self, state, meta):
+        pass
+
+    def load_checkpoint(self, template):
+        return None, None
+
+    def write_summary(self, summary):
+        pass

@@ -30,8 +30,11 @@ import yaml
 
 from ..infra import assets
 from ..infra import config as configlib
+from ..infra import distributed
+from ..infra import recordings as recordlib
+from ..infra import tracking
 from ..infra.errors import UserError, unknown
-from ..infra.records import RunDir
+from ..infra.records import NullRunDir, RunDir
 
 EXIT_USAGE = 2  #: bad input or environment (one line on stderr)
 EXIT_FAILED = 3  #: the run started and failed (e.g. a non-finite reward); it stays resumable
@@ -93,8 +96,10 @@ class Protocol:
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
                  score_label: str = "episode return", steps_label: str = "env_steps",
-                 shortcuts: dict[str, str] | None = None):
+                 shortcuts: dict[str, str] | None = None, direction: str = "maximize"):
         self.name = name
+        #: whether a larger score is better (``maximize``, every protocol's score) or a smaller one (sweeps)
+        self.direction = direction
         #: command-line options --NAME VALUE that stand for the override NAME=VALUE (dashes for underscores)
         self.shortcuts = {**SHORTCUTS, **(shortcuts or {})}
         self.description = description
@@ -133,7 +138,8 @@ class Protocol:
             extra = BACKEND_EXTRAS.get(backend, backend)
             raise UserError(f"back-end {backend!r} is not usable here ({e}); install it with "
                             f"pip install -c constraints.txt -e '.[{extra}]'") from None
-        return load_object(spec.method).with_evaluator(target) if spec.method else target
+        cls = load_object(spec.method).with_evaluator(target) if spec.method else target
+        return tracking.with_logger_key(cls)  # every method has the key logger=
 
     def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
         spec = self.method(method)
@@ -156,17 +162,20 @@ class Protocol:
 
     def run(self, method: str | None = None, backend: str | None = None, preset: str = "cpu", seed: int = 0,
             out=None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
-            stop_after: int | None = None):
+            stop_after: int | None = None, hooks=()):
         """Run (or resume) one method; returns ``(run_dir, summary)``.
 
         ``stop_after`` stops after that many iterations of this call, as an interruption would
-        (the run stays resumable); used by tests and for chunked batch jobs.
+        (the run stays resumable); used by tests and for chunked batch jobs.  ``hooks``: objects
+        with ``iteration(record)``, called after each iteration's record is written; one may end
+        the run early by raising :class:`StopRun` (e.g. a sweep's pruner).
         """
         overrides = dict(overrides or {})
+        writer = distributed.is_writer()
         if resume:
             if out is None:
                 raise UserError("--resume needs --out RUN_DIR naming the run folder to continue")
-            rd = RunDir.open(out)
+            rd = RunDir.open(out) if writer else NullRunDir.open(out)
             saved = rd.config
             if saved.get("format") != RUN_FORMAT:
                 raise UserError(f"{rd.path} was written by an older rsrp_sim (run-folder format "
@@ -178,13 +187,14 @@ class Protocol:
             method, backend, preset, seed = saved["method"], saved["backend"], saved["preset"], saved["seed"]
             spec = self.method(method)
             cls = self.method_class(spec, backend)
+            _check_processes(cls, method, backend)
             it_key = cls.iterations_key
             bad = [k for k in overrides if k != it_key]
             if bad:
                 raise UserError(f"cannot change {bad[0]} when resuming; only {it_key}= may be given "
                                 f"(to extend the run)")
             cfg = configlib.build(cls.Config, ("config.yaml", saved["config"]), ("override", overrides))
-            if overrides:
+            if overrides and writer:
                 rd.config["config"] = configlib.to_dict(cfg)
                 from ..infra.records import CONFIG, atomic_write_bytes
 
@@ -195,21 +205,25 @@ class Protocol:
             spec = self.method(method)
             backend = backend or spec.default_backend
             cls = self.method_class(spec, backend)
+            _check_processes(cls, method, backend)
             cfg = self.build_config(method, backend, preset, overrides)
             instance = cls(cfg, int(seed))  # validates everything the method checks before a folder exists
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
                    "preset": preset, "seed": int(seed), "task": instance.task_name,
                    "labels": {"score": self.score_label, "steps": self.steps_label},
+                   # the config as the method resolved it (e.g. spike_impl=auto -> fused)
                    "config": configlib.to_dict(getattr(instance, "config", cfg)), "versions": versions(),
-                   "command": " ".join(sys.argv)}  # the config as the method resolved it (e.g. auto keys)
-            rd = RunDir.create(out, doc)
+                   "command": " ".join(sys.argv),
+                   "processes": distributed.process_count(), "devices": distributed.device_count()}
+            rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
         try:
-            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after)
+            return self._loop(rd, instance, cfg, method, backend, preset, int(seed), resume, progress, stop_after,
+                              hooks)
         finally:
             instance.close()
 
-    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after):
+    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, resume, progress, stop_after, hooks=()):
         from tqdm.auto import tqdm
 
         from ..analysis import plots
@@ -221,20 +235,28 @@ class Protocol:
             if loaded is not None:
                 state, start, wall = loaded, int(meta["iteration"]), float(meta["wall_s"])
             rd.truncate_metrics(start)
+        if distributed.process_count() > 1:  # every process continues from the writer's checkpoint
+            state, start, wall = distributed.broadcast_from_writer((state, start, wall))
+            start, wall = int(start), float(wall)
         rows = rd.read_metrics()
         info = RunInfo(self.name, method, backend, preset, seed, m.task_name, m.solved_threshold, m.iterations)
         rd.write_summary(self._summary(rd, info, rows, wall, "running"))
         committed = (state, start, wall)
         status, failure = "completed", None
-        bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it",
+                   disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
         every = max(1, int(getattr(cfg, "checkpoint_every", 1)))
+        ctrl_c = distributed.InterruptAgreement()  # several processes stop after the same iteration
+        tracker = (tracking.open_tracker(getattr(cfg, "logger", "none"), rd.path, rd.config, start, resume)
+                   if rd.writes else None)  # process 0 alone writes
         try:
             it = start
             while it < info.total:
                 if stop_after is not None and it - start >= stop_after:
                     status = "interrupted"
                     break
+                if ctrl_c.agreed():
+                    raise KeyboardInterrupt
                 t0 = time.perf_counter()
                 new_state, rec = m.step(state)
                 wall += time.perf_counter() - t0
@@ -247,31 +269,46 @@ class Protocol:
                 if it % every == 0 or it == info.total:
                     rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
+                if tracker is not None:
+                    tracker.log(rec, m.histograms(state))
                 bar.update(1)
                 bar.set_postfix(train=f"{rec.get('train_score', float('nan')):.4g}",
                                 eval=f"{rec.get('eval_score', float('nan')):.4g}")
+                for hook in hooks:
+                    hook.iteration(rec)
         except KeyboardInterrupt:
             status = "interrupted"
+        except StopRun as e:  # a hook ended the run early (it stays resumable)
+            status = e.status
         except UserError as e:  # the run started and failed (e.g. a non-finite reward): keep it resumable
             status, failure = "failed", e
+        except distributed.LOST_PROCESS_ERRORS as e:  # another process of the run died
+            status, failure = "failed", UserError(distributed.lost_process_message(e))
         finally:
             bar.close()
+            ctrl_c.close()
         state, it, wall = committed
         rd.save_checkpoint(state, {"iteration": it, "wall_s": wall})
         rd.truncate_metrics(it)
         rows = [r for r in rows if int(r["iteration"]) <= it]  # a Ctrl-C between the row and the commit
-        if rows:
+        if rows and rd.writes:
             plots.learning_curve(rows, rd.path / "plots" / "learning_curve.png", info.title, info.threshold,
                                  score_label=self.score_label, steps_field=m.steps_field, labels=m.curve_labels)
         summary = self._summary(rd, info, rows, wall, status)
         if status == "completed":
             fin = m.finalize(state)
-            for fig in fin.figures:
+            for fig in fin.figures if rd.writes else ():
                 plots.draw(fig, rd.path / "plots")
             summary.update(fin.summary)
+            for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
+            if fin.recordings:
+                summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
         if failure is not None:
             summary["error"] = str(failure)
         rd.write_summary(summary)
+        if tracker is not None:
+            tracker.close(summary)
         if failure is not None:
             raise RunFailed(f"{failure} [run folder {rd.path}; after fixing the cause, continue with --resume]")
         return rd, summary
@@ -314,6 +351,11 @@ class Protocol:
         for key, text in self.shortcuts.items():
             p.add_argument("--" + key.replace("_", "-"), dest=key, default=None, help=text)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="several processes (jax.distributed): the coordinator's address; with --num-processes "
+                            "and --process-id (SLURM and Open MPI are detected without them)")
+        p.add_argument("--num-processes", default=None, help="several processes: how many")
+        p.add_argument("--process-id", default=None, help="several processes: this one's index, 0 .. N-1")
         p.add_argument("--list-keys", action="store_true", help="print the method's config keys and exit")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.1 "
                                                                           "model.n_neurons=64")
@@ -325,6 +367,7 @@ class Protocol:
         except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
             return int(e.code or 0)
         try:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
             overrides = configlib.parse_overrides(args.overrides)
             for shortcut in self.shortcuts:
                 if getattr(args, shortcut) is not None:
@@ -344,6 +387,8 @@ class Protocol:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
+        if not distributed.is_writer():  # process 0 speaks for the run
+            return EXIT_INTERRUPTED if s["status"] == "interrupted" else 0
         print(summary_line(s))
         if s["status"] == "interrupted":
             print(f"interrupted; continue with: python -m {self.module} --out {s['run_dir']} --resume")
@@ -367,6 +412,12 @@ class Protocol:
         print(format_table(table))
         print(f"group: {group} (plots/compare.png, table.csv)")
         return 0
+
+
+def _check_processes(cls, method: str, backend: str):
+    if distributed.process_count() > 1 and not cls.multi_process:
+        raise UserError(f"{method} on the {backend} back-end runs in one process; start it without rsrp-sim "
+                        f"launch / --num-processes (the population methods on jax split over processes)")
 
 
 def summary_line(s: dict[str, Any]) -> str:
@@ -401,6 +452,14 @@ class RunInfo:
     def title(self) -> str:
         task = f"{self.task}: " if self.task else f"{self.protocol}: "
         return f"{task}{self.method} ({self.backend}, preset {self.preset}, seed {self.seed})"
+
+
+class StopRun(Exception):
+    """Raised by a run hook to end a run early; ``status`` goes into the summary (e.g. ``pruned``)."""
+
+    def __init__(self, status: str = "stopped", message: str = ""):
+        super().__init__(message or status)
+        self.status = status
 
 
 class RunFailed(UserError):

@@ -82,16 +82,21 @@ class _Sim:
 class RuntimeSim(_Sim):
     """numpy / cython: gymnasium environments stepped by a ``network_operation``."""
 
-    def __init__(self, const, chunk, max_steps, target, mode="trial"):
+    def __init__(self, const, chunk, max_steps, target, mode="trial", prefix: str = "", monitor: bool = False):
         super().__init__(const, chunk, max_steps, mode)
         import gymnasium as gym
 
         devices.activate("runtime", target=target)
-        self.gate = b2.NeuronGroup(chunk, "running : 1", name="gate")
-        self.pop = ConnSNNPopulation(const, chunk, mode=mode, gate=(self.gate, "running", np.arange(chunk)))
+        self.gate = b2.NeuronGroup(chunk, "running : 1", name=f"{prefix}gate")
+        self.pop = ConnSNNPopulation(const, chunk, mode=mode, gate=(self.gate, "running", np.arange(chunk)),
+                                     name=f"{prefix}snn")
         self.envs = [gym.make(cp.CartPole.id).unwrapped for _ in range(chunk)]
-        op = b2.NetworkOperation(self._tick, dt=self.env_dt, when="start", order=0, name="gym_step")
-        self.net = b2.Network(*self.pop.objects, self.gate, op)
+        op = b2.NetworkOperation(self._tick, dt=self.env_dt, when="start", order=0, name=f"{prefix}gym_step")
+        extra = []
+        if monitor:  # every spike of every copy (for recordings)
+            self.monitor = b2.SpikeMonitor(self.pop.neurons, name=f"{prefix}spikes")
+            extra.append(self.monitor)
+        self.net = b2.Network(*self.pop.objects, self.gate, op, *extra)
         self.net.store("init")
 
     def _tick(self):
@@ -219,6 +224,7 @@ class CartPoleChunks:
         self.modes = dict(task.release)
         mode = self.modes.get("in", "trial")
         self.slots = self.layout.packed_capacity
+        self.target = cfg.target
         if cfg.device == "runtime":
             self.sim = RuntimeSim(c, self.slots, self.max_steps, cfg.target, mode=mode)
         else:
@@ -260,13 +266,46 @@ class CartPoleChunks:
                 elig[name] = tuple(np.asarray(v[:], F32).reshape(self.slots, size)[sampled] for v in (g.elig, g.n_spk))
         result = EvalResult(out["fitness"][sampled], eligibility=elig or None, extras={
             "env_steps": steps_train * n_train, "t": steps_train, "episodes": out["episodes"][sampled],
-            "spikes": out["spikes"][sampled], "obs_n": steps_train * n_train, "obs_sum": out["obs_sum"],
-            "obs_sq": out["obs_sq"]})
+            "spikes": out["spikes"][sampled], "obs_n": steps_train * n_train,
+            "obs_sum": np.asarray(out["obs_sum"])[None], "obs_sq": np.asarray(out["obs_sq"])[None]})  # one block
         if n_eval:
             result.deterministic = EvalResult(out["fitness"][det], extras={
                 "env_steps": steps_eval * n_eval, "t": steps_eval, "episodes": out["episodes"][det],
                 "spikes": out["spikes"][det]})
         return result
+
+    def record_episodes(self, net, key, n_episodes: int, context) -> dict | None:
+        """Spikes of the deterministic network ``net`` in ``n_episodes`` episodes, one Brian2 run
+        each (fresh initial potentials, gymnasium's CartPole from a seeded reset), on a network of one
+        ConnSNN copy with a SpikeMonitor on the runtime device (``target`` of the run, cython for the
+        standalone devices).  Same return format as the JAX evaluator's."""
+        if n_episodes <= 0:
+            return None
+        c = self.const
+        rec = getattr(self, "_recorder", None)
+        if rec is None:
+            target = self.target if isinstance(self.sim, RuntimeSim) else "cython"
+            rec = self._recorder = RuntimeSim(c, 1, self.max_steps, target, mode="trial", prefix="rec_", monitor=True)
+        kinds = np.array([1])
+        values = {name: release_values("trial", kinds, z=np.zeros(0, F32), det=np.asarray(net[name], F32))
+                  for name in rec.pop.synapses}
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key), np.uint32))
+        dt = c.dt  # ms
+        steps, units, episodes, t0 = [], [], [], 0
+        for _ in range(n_episodes):
+            v0 = rng.uniform(c.v_reset, c.v_th, c.n_neurons).astype(F32) if c.rand_init_v \
+                else np.full(c.n_neurons, c.v_reset, F32)
+            out = rec.run_chunk(values, v0, kinds, context.obs_mean, context.obs_scale, rng)
+            n = int(out["steps"][1])
+            t_ms = np.asarray(rec.monitor.t / b2.ms, np.float64)
+            keep = t_ms < n * c.substeps * dt - 1e-9
+            # a spike at the step starting at t ends that step (the JAX evaluator's convention)
+            steps.append(t0 * c.substeps + np.rint(t_ms[keep] / dt).astype(np.int64))
+            units.append(np.asarray(rec.monitor.i, np.int64)[keep])
+            episodes.append((t0, n, float(out["fitness"][0]), n < self.max_steps))
+            t0 += n
+        return {"substep": np.concatenate(steps), "neuron": np.concatenate(units), "episodes": episodes,
+                "substeps": c.substeps}
 
     def evaluate_deterministic(self, net, key, n, context):  # pragma: no cover - packed into the last chunk
         raise NotImplementedError("the brian2 evaluator evaluates the deterministic members in the last chunk")

@@ -23,6 +23,7 @@ from ...engine.classify import ClassifyConfig, load_data, test_report
 from ...engine.method import Method
 from ...engine.population import EvalResult
 from ...infra.config import ConfigBase
+from ...infra.distributed import replicate
 from ...infra.errors import UserError
 from .classifiers import NetSpec, forward, init_real_weights, population_logits
 
@@ -73,6 +74,7 @@ class BernoulliClassifier:
 
     Config = BernoulliConfig
     packs_deterministic = False
+    multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
         self.config, self.ds, self.layout = config, task.data, task.layout
@@ -99,8 +101,8 @@ class BernoulliClassifier:
             x, y = x[sel], y[sel]
         logits = population_logits(self.spec, masks, self.ds.normalize(x, jnp), shared_input=self.shared)
         yb = y if not self.shared else jnp.broadcast_to(y, logits.shape[:2])
-        return (rewards.reward(self.config.reward, logits, yb, self.spec.n_classes),
-                rewards.reward("accuracy", logits, yb))
+        return replicate((rewards.reward(self.config.reward, logits, yb, self.spec.n_classes),
+                          rewards.reward("accuracy", logits, yb)))
 
     def evaluate(self, members, key, batch, chunk):
         x, y = batch if batch is not None else (self.x_train, self.y_train)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .sharding import shard_members
+from ...infra.distributed import shard_members
 
 CHECK_EVERY = 8  # stepped loops look at the stopping condition on the host every this many steps
 
@@ -48,15 +48,26 @@ def reset_batch(env, key, n, pool_keys):
     return obs.astype(jnp.float32), state
 
 
-def init(env, k_reset, k_loop, n, pool_keys=None):
-    """Loop state of ``n`` freshly reset environments (``k_reset``; ``k_loop`` drives the steps)."""
+def init(env, k_reset, k_loop, n, pool_keys=None, blocks: int = 1):
+    """Loop state of ``n`` freshly reset environments (``k_reset``; ``k_loop`` drives the steps).
+
+    The observation sums are kept per block of ``n / blocks`` environments (``blocks`` rows), so
+    that they do not depend on how many devices share the environments.
+    """
     obs, env_state = reset_batch(env, k_reset, n, pool_keys)
     zeros = jnp.zeros((n,), jnp.float32)
     d = obs.shape[-1]
     return shard_members(dict(
         t=jnp.int32(0), key=k_loop, obs=obs, env_state=env_state, ep_ret=zeros,
         ret_sum=zeros, n_ep=jnp.zeros((n,), jnp.int32),
-        obs_sum=jnp.zeros((d,), jnp.float32), obs_sq=jnp.zeros((d,), jnp.float32)), n)
+        obs_sum=jnp.zeros((blocks, d), jnp.float32), obs_sq=jnp.zeros((blocks, d), jnp.float32)), n)
+
+
+def _block_sum(x, blocks: int):
+    """Sums of ``x`` (n, d) over ``blocks`` equal consecutive blocks of rows: (blocks, d)."""
+    if blocks == 1:
+        return x.sum(0)[None]
+    return x.reshape((blocks, x.shape[0] // blocks) + x.shape[1:]).sum(1)
 
 
 BOOKKEEPING = ("t", "key", "ep_ret", "ret_sum", "n_ep", "obs_sum", "obs_sq")
@@ -107,8 +118,8 @@ def advance(env, ls, action, pool_keys=None, restart=None, reset_key=None):
         ep_ret=jnp.where(done, 0.0, ret),
         ret_sum=ls["ret_sum"] + jnp.where(done, ret, 0.0),
         n_ep=ls["n_ep"] + done.astype(jnp.int32),
-        obs_sum=ls["obs_sum"] + ls["obs"].sum(0),
-        obs_sq=ls["obs_sq"] + (ls["obs"] ** 2).sum(0))
+        obs_sum=ls["obs_sum"] + _block_sum(ls["obs"], ls["obs_sum"].shape[0]),
+        obs_sq=ls["obs_sq"] + _block_sum(ls["obs"] ** 2, ls["obs_sq"].shape[0]))
     step = Transition(rew, term, trunc, obs2)
     if restart is not None:
         new.update(freeze(restart, {k: ls[k] for k in BOOKKEEPING}, {k: new[k] for k in BOOKKEEPING}))
@@ -144,11 +155,11 @@ class _Kernels:
         self._templates = {}
         self._no_key = jax.random.PRNGKey(0)
 
-    def _template(self, n, pool_keys):
+    def _template(self, n, pool_keys, blocks):
         """A zero loop state and action of the right shapes (traced, never compiled)."""
-        k = (n, pool_keys is None)
+        k = (n, pool_keys is None, blocks)
         if k not in self._templates:
-            shapes = jax.eval_shape(lambda key: init(self.env, key, key, n, pool_keys), self._no_key)
+            shapes = jax.eval_shape(lambda key: init(self.env, key, key, n, pool_keys, blocks), self._no_key)
             ls = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             if self.env.action_kind == "continuous":
                 action = jnp.zeros((n, self.env.n_actions), jnp.float32)
@@ -157,9 +168,9 @@ class _Kernels:
             self._templates[k] = (ls, action)
         return self._templates[k]
 
-    def init(self, k_reset, k_loop, n, pool_keys=None):
+    def init(self, k_reset, k_loop, n, pool_keys=None, blocks: int = 1):
         """Same loop state as :func:`init`, through the stepping kernel."""
-        ls, action = self._template(n, pool_keys)
+        ls, action = self._template(n, pool_keys, blocks)
         ls = shard_members(dict(ls, key=k_loop), n)
         return self._kernel(ls, action, pool_keys, False, True, k_reset)[0]
 

@@ -38,6 +38,7 @@ from ...envs import make as make_env
 from ...envs import scale_action
 from ...infra.errors import UserError
 from ...engine.method import Method
+from ...engine.population import equal_blocks  # the RL evaluator's blocks: one compiled env kernel
 from . import envloop
 
 LOG_STD_FLOOR = 1e-3  # std = softplus(param) + floor (the published policy's parameterisation)
@@ -206,9 +207,9 @@ class PPOLSTM(Method):
         d = self.env.obs_dim
         params = self.net.init(k_init, self._zero_carry(1), jnp.zeros((1, d), jnp.float32), jnp.ones((1,), bool))
         if self.stepped:
-            ls = envloop.kernels(self.env).init(k_reset, k_loop, cfg.n_envs, None)
+            ls = envloop.kernels(self.env).init(k_reset, k_loop, cfg.n_envs, None, equal_blocks(cfg.n_envs))
         else:
-            ls = envloop.init(self.env, k_reset, k_loop, cfg.n_envs, None)
+            ls = envloop.init(self.env, k_reset, k_loop, cfg.n_envs, None, equal_blocks(cfg.n_envs))
         return {
             "key": key, "params": params, "opt": self.opt.init(params), "loop": ls,
             "carry": self._zero_carry(cfg.n_envs), "first": jnp.ones((cfg.n_envs,), bool),
@@ -392,7 +393,7 @@ class PPOLSTM(Method):
     def _evaluate_fused(self, params, obs_stats, key):
         n = self.config.eval_episodes
         k_reset, k_loop = jax.random.split(key)
-        ls = envloop.init(self.env, k_reset, k_loop, n, None)
+        ls = envloop.init(self.env, k_reset, k_loop, n, None, equal_blocks(n))
 
         def body(c):
             carry, first, ls = c
@@ -408,7 +409,7 @@ class PPOLSTM(Method):
         n = self.config.eval_episodes
         kern = envloop.kernels(self.env)
         k_reset, k_loop = jax.random.split(key)
-        ls = kern.init(k_reset, k_loop, n, None)
+        ls = kern.init(k_reset, k_loop, n, None, equal_blocks(n))
         carry, first = self._eval_start(n)
         while bool(envloop.until_first_episode(self.env, ls)):
             for _ in range(envloop.CHECK_EVERY):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from ...engine.population import EvalResult
 from ...infra.config import ConfigBase
 from .rollout import Rollout
-from .sharding import shard_members
+from ...infra.distributed import shard_members
 from .kernels import resolve_spike_impl
 from .snn import SPIKE_IMPLS, SNN
 
@@ -49,6 +49,7 @@ class SNNRollouts:
 
     Config = JaxRLConfig
     packs_deterministic = False
+    multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
         self.env, self.const, self.layout, self.seed = task.env, task.const, task.layout, task.seed
@@ -60,8 +61,10 @@ class SNNRollouts:
         #: config keys this evaluator resolved (``auto``), for the run's recorded config
         self.resolved = {"spike_impl": self.snn.spike_impl}
         self.chunk = self.layout.chunk
-        self.train_rollout = Rollout(self.env, self.snn, block=self._member_block(config.member_block))
-        self.eval_rollout = Rollout(self.env, self.snn)
+        lay = self.layout
+        self.train_rollout = Rollout(self.env, self.snn, block=self._member_block(config.member_block),
+                                     sum_blocks=lay.blocks(self.chunk))
+        self.eval_rollout = Rollout(self.env, self.snn, sum_blocks=lay.blocks(lay.eval_size))
         self.stepped = self.train_rollout.stepped
         self._prepare_fn = jax.jit(self._prepare)
         self._prepare_net_fn = jax.jit(self.snn.prepare)
@@ -108,6 +111,54 @@ class SNNRollouts:
         return EvalResult(out["fitness"], extras={
             "env_steps": t * chunk.valid, "t": t, "episodes": out["episodes"], "spikes": out["spikes"],
             "obs_n": t * members.n, "obs_sum": out["obs_sum"], "obs_sq": out["obs_sq"]})
+
+    def record_episodes(self, net, key, n_episodes: int, context) -> dict | None:
+        """Spikes of one network ``net`` (unprepared masks or weights) in ``n_episodes`` consecutive
+        episodes of one environment, closed loop, the neuron state carried across episodes as in
+        the evaluation.  Returns ``{"spikes": (substep index, neuron) arrays, "episodes": [(first
+        env step, steps, return, terminated)], "substeps": ...}``; None for stepped (Brax)
+        environments, whose compiled step is too costly to build for a recording."""
+        import numpy as np
+
+        if self.stepped or n_episodes <= 0:
+            return None
+        env, snn, c = self.env, self.snn, self.const
+        mean, scale = jnp.asarray(context.obs_mean), jnp.asarray(context.obs_scale)
+        prepared = self._prepare_net_fn(net)
+        step = getattr(self, "_record_fn", None)
+        if step is None:
+            def step(net, carry, obs, env_state, key):
+                carry, raster = snn._run(net, carry, (obs - mean) / scale, record=True)
+                y = c.r_out * (carry["r"] @ net["out"])
+                from ...envs import decode_action
+
+                action = decode_action(jnp, env, y)
+                key, k = jax.random.split(key)
+                obs, env_state, reward, terminated, truncated = env.step(k, env_state, action)
+                return carry, raster, obs, env_state, reward, terminated, truncated, key
+
+            step = self._record_fn = jax.jit(step)
+        k_carry, key = jax.random.split(key)
+        carry = snn.init_carry(k_carry)
+        steps, units, episodes, t = [], [], [], 0
+        for _ in range(n_episodes):
+            key, k_reset = jax.random.split(key)
+            obs, env_state = env.reset(k_reset)
+            first, ret = t, 0.0
+            while True:
+                carry, raster, obs, env_state, reward, terminated, truncated, key = step(prepared, carry, obs,
+                                                                                         env_state, key)
+                sub, neuron = np.nonzero(np.asarray(raster))
+                steps.append(t * c.substeps + sub)
+                units.append(neuron)
+                ret += float(reward)
+                t += 1
+                if bool(terminated) or bool(truncated) or t - first >= env.max_steps:
+                    episodes.append((first, t - first, ret, bool(terminated)))
+                    break
+        return {"substep": np.concatenate(steps) if steps else np.zeros(0, np.int64),
+                "neuron": np.concatenate(units) if units else np.zeros(0, np.int64),
+                "episodes": episodes, "substeps": c.substeps}
 
     def evaluate_deterministic(self, net, key, n, context):
         pool = self._pool_keys(self.layout.pop_size, n)

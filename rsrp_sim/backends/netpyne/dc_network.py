@@ -119,7 +119,8 @@ class DCNetwork:
     def close(self):
         """Free this network's NEURON objects and restore the event queue mode (another network may follow)."""
         if lifetime.release(self, ("lateral", "ncs", "_relay_ncs", "_relay_ctl", "_w_ptr", "_d_ptr", "_theta_ptr",
-                                   "_count_ptr", "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small")):
+                                   "_count_ptr", "_hz_ptr", "exc", "inh", "inputs", "relay", "host", "_vec", "_small",
+                                   "_rec_ncs", "_rec_t", "_rec_id")):
             self._cvode.queue_mode(self._queue_mode, 0)
 
     @staticmethod
@@ -171,6 +172,29 @@ class DCNetwork:
 
     def spike_counts(self) -> np.ndarray:
         return self._gather(self._count_ptr, self._small)
+
+    def record_spikes(self, on: bool = True):
+        """Record the time of every excitatory and inhibitory spike (cells 0 .. n_exc - 1 excitatory,
+        n_exc .. 2 n_exc - 1 inhibitory) until switched off; read them with :meth:`take_spikes`."""
+        h = self.h
+        if on and not self.__dict__.get("_rec_ncs"):
+            self._rec_t, self._rec_id = h.Vector(), h.Vector()
+            self._rec_ncs = []
+            for i, cell in enumerate(self.exc + self.inh):
+                nc = h.NetCon(cell, None)
+                nc.record(self._rec_t, self._rec_id, i)
+                self._rec_ncs.append(nc)
+        elif not on:
+            self.__dict__.pop("_rec_ncs", None)
+
+    def take_spikes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Recorded spikes ``(times in ms, cell index)`` since the last call (the recorder is emptied)."""
+        if not self.__dict__.get("_rec_ncs"):
+            return np.zeros(0), np.zeros(0, np.int64)
+        t, ids = self._rec_t.as_numpy().copy(), self._rec_id.as_numpy().astype(np.int64)
+        self._rec_t.resize(0)
+        self._rec_id.resize(0)
+        return t, ids
 
     def reset_counts(self):
         self._scatter(self._count_ptr, np.zeros(self.n_exc), self._small)

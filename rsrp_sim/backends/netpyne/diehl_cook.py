@@ -58,6 +58,7 @@ class DCConfig:
     eval_every: int = 1  # iterations between validation scores
     eval_examples: int = -1  # validation examples scored each time; -1: the whole split
     checkpoint_every: int = 1
+    record_examples: int = 20  # test presentations whose spikes are recorded at the end (0: none, -1: all)
     model: str = "diehl_cook"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
@@ -67,6 +68,8 @@ class DCConfig:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.n_exc < 0:
             raise UserError(f"n_exc must be >= 1 (or 0 for the model's), got {self.n_exc}")
+        if self.record_examples < -1:
+            raise UserError(f"record_examples must be >= 0 (or -1 for every test example), got {self.record_examples}")
         if self.eval_examples == 0 or self.eval_examples < -1:
             raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), got {self.eval_examples}")
 
@@ -126,24 +129,28 @@ class DiehlCook(Method):
         net.set_learning(learning)
         net.restart((self.seed, stream), theta=state["theta"])
 
-    def responses(self, state, x: np.ndarray, stream: int) -> tuple[np.ndarray, int]:
-        """Spike counts (n, n_exc) of the frozen network (plasticity and theta off) to images ``x``."""
+    def responses(self, state, x: np.ndarray, stream: int, bounds: list | None = None) -> tuple[np.ndarray, int]:
+        """Spike counts (n, n_exc) of the frozen network (plasticity and theta off) to images ``x``;
+        ``bounds`` (a list) receives each example's ``(start ms, stop ms, presentations)``."""
         self._load(state, learning=False, stream=stream)
         out = np.zeros((len(x), self.n_exc))
         shown = 0
         for k in range(len(x)):
+            t0 = float(self.net.h.t)
             out[k], reps = self.present(x[k], learning=False)
             shown += reps
+            if bounds is not None:
+                bounds.append((t0, float(self.net.h.t), reps))
         return out, shown
 
-    def score(self, state, split: str) -> tuple[float, np.ndarray, np.ndarray]:
+    def score(self, state, split: str, bounds: list | None = None) -> tuple[float, np.ndarray, np.ndarray]:
         """Accuracy, predictions and true labels of the frozen network on the ``val`` or ``test`` split."""
         x, y = getattr(self.ds, f"x_{split}"), getattr(self.ds, f"y_{split}")
         if split == "val" and self.config.eval_examples > 0:
             x, y = x[:self.config.eval_examples], y[:self.config.eval_examples]
         if len(y) == 0:
             return float("nan"), np.zeros(0, np.int64), y
-        r, _ = self.responses(state, x, EVAL_STREAM + (0 if split == "val" else 1))
+        r, _ = self.responses(state, x, EVAL_STREAM + (0 if split == "val" else 1), bounds)
         pred = predict(r, state["assignments"], self.n_classes)
         return float(np.mean(pred == y)), pred, y
 
@@ -200,7 +207,14 @@ class DiehlCook(Method):
             self._net = None
 
     def finalize(self, state) -> Finished:
-        acc, pred, y = self.score(state, "test")
+        n_rec = self.config.record_examples
+        bounds: list = []
+        if n_rec:
+            self.net.record_spikes(True)
+        acc, pred, y = self.score(state, "test", bounds)
+        recordings = {}
+        if n_rec and len(y):
+            recordings["test"] = self._recording(state, bounds, pred, y, n_rec)
         self.close()
         counts = confusion_counts(y, pred, self.n_classes)
         h, w = self.ds.shape[:2]
@@ -218,4 +232,33 @@ class DiehlCook(Method):
                          "train_size": int(len(self.ds.y_train)), "data_source": self.ds.source,
                          "n_exc": self.n_exc, "n_inputs": self.n_in, "confusion_test": counts.tolist(),
                          "labels_per_class": np.bincount(assignments + 1, minlength=self.n_classes + 1).tolist()},
-                        figures)
+                        figures, recordings)
+
+    def _recording(self, state, bounds, pred, y, n_rec: int):
+        """The recorded spikes of the first ``n_rec`` test presentations (all with -1)."""
+        from ...infra.recordings import Recording
+
+        t, cells = self.net.take_spikes()
+        self.net.record_spikes(False)
+        n = len(bounds) if n_rec < 0 else min(n_rec, len(bounds))
+        stop_ms = bounds[n - 1][1]
+        keep = t < stop_ms
+        n_exc = self.n_exc
+        inp = self.model["input"]
+        return Recording(
+            spike_times=t[keep] / 1000.0, spike_units=cells[keep],
+            units={"population": np.array(["Ae"] * n_exc + ["Ai"] * n_exc),
+                   "cell_type": np.array(["excitatory"] * n_exc + ["inhibitory"] * n_exc),
+                   "assigned_class": np.concatenate([np.asarray(state["assignments"], np.int64),
+                                                     np.full(n_exc, -1, np.int64)])},
+            intervals={"start_time": np.array([b[0] for b in bounds[:n]]) / 1000.0,
+                       "stop_time": np.array([b[1] for b in bounds[:n]]) / 1000.0,
+                       "presentations": np.array([b[2] for b in bounds[:n]], np.int64),
+                       "label": np.asarray(y[:n], np.int64), "prediction": np.asarray(pred[:n], np.int64)},
+            description=(f"stdp-dc: the frozen network's first {n} test presentations of {self.ds.name} "
+                         f"({inp['present_ms']} ms image, {inp['rest_ms']} ms rest, shown again at a higher "
+                         f"intensity while it evokes fewer than {inp['min_spikes']} spikes); every spike of the "
+                         f"{n_exc} excitatory and {n_exc} inhibitory neurons"),
+            interval_kind="presentation", duration=stop_ms / 1000.0, resolution=float(self.model["dt"]) / 1000.0,
+            constants={"model": self.config.model, "dataset": self.ds.name, "n_exc": n_exc, "n_inputs": self.n_in,
+                       **{k: v for k, v in self.model.items() if k != "name"}})

@@ -50,6 +50,7 @@ class RSTDPConfig:
     eval_episodes: int = 10  # frozen-plasticity test episodes after each iteration (0: none)
     max_episode_steps: int = 0  # 0: the environment's own limit (500)
     raster_ms: float = 5000.0  # simulated time shown in the final raster plot
+    record_episodes: int = 1  # frozen-network test episodes whose spikes are recorded at the end (0: none)
     checkpoint_every: int = 1
     model: str = "rstdp_cartpole"
     model_overrides: dict = dataclasses.field(default_factory=dict)
@@ -62,6 +63,8 @@ class RSTDPConfig:
                 raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.eval_episodes < 0 or self.max_episode_steps < 0:
             raise UserError("eval_episodes and max_episode_steps must be >= 0")
+        if self.record_episodes < 0:
+            raise UserError(f"record_episodes must be >= 0, got {self.record_episodes}")
         if self.raster_ms <= 0:
             raise UserError(f"raster_ms must be > 0, got {self.raster_ms}")
         load_model(self.model, self.model_overrides)  # bad model keys fail here, before a run folder exists
@@ -95,6 +98,8 @@ class _Block:
         self.stop_ms = stop_ms
         self.spikes: list[tuple[np.ndarray, np.ndarray]] = []
         self.counts = np.zeros(3, dtype=np.int64)  # spikes of EA, EM-left, EM-right in this block
+        self.bounds: list[tuple[float, float]] = []  # (start ms, stop ms) of every finished episode
+        self.ep_start = 0.0
         self.prev = None
         self.obs = self._reset()
 
@@ -132,6 +137,8 @@ class _Block:
             net.reward(r, action, st["out_ref"], end_episode=end and m.model["reset_eligibility_each_episode"])
         if end:
             self.lengths.append(self.ep_len)
+            self.bounds.append((self.ep_start, float(t)))
+            self.ep_start = float(t)
             self.ep_len = 0
             if len(self.lengths) >= self.n_episodes:
                 raise StopRun
@@ -327,14 +334,47 @@ class RSTDPCartPole(Method):
                   for g in (2, 0, 1) if (self.net.group == g).any()}
         figures = [Figure("weight_histogram", "weights.png",
                           {"groups": groups, "title": "R-STDP plastic weights (initial vs final)"})]
-        ev = self.evaluate(state, 1, record=True, stop_ms=self.config.raster_ms)
+        n_rec = self.config.record_episodes
+        stop = None if n_rec else self.config.raster_ms
+        ev = self.evaluate(state, max(n_rec, 1), record=True, stop_ms=stop)
+        recordings = {}
         if ev.spikes:
             t = np.concatenate([s[0] for s in ev.spikes])
             g = np.concatenate([s[1] for s in ev.spikes])
+            shown = t <= self.config.raster_ms
             figures.append(Figure("raster", "raster.png", {
-                "times": t, "gids": g, "groups": {p: self.net.pop_gids[p] for p in self.model["populations"]},
+                "times": t[shown], "gids": g[shown],
+                "groups": {p: self.net.pop_gids[p] for p in self.model["populations"]},
                 "title": f"R-STDP CartPole, frozen network after {int(state['episodes'])} episodes "
-                         f"(test episode: {ev.steps} steps)"}))
+                         f"(test episode: {ev.lengths[0] if ev.lengths else ev.steps} steps)"}))
+            if n_rec and ev.bounds:
+                recordings["episodes"] = self._recording(t, g, ev)
         return Finished({"mean50": self._recent_stat(state, 50, np.mean),
                          "median21": self._recent_stat(state, 21, np.median),
-                         "episodes": int(state["episodes"])}, figures)
+                         "episodes": int(state["episodes"])}, figures, recordings)
+
+    def _recording(self, t, g, ev):
+        """The recorded test episodes: every spike of the model's populations (input units left out)."""
+        from ...infra.recordings import Recording
+
+        pops = list(self.model["populations"])
+        gids = np.concatenate([self.net.pop_gids[p] for p in pops])
+        pop = np.concatenate([[p] * len(self.net.pop_gids[p]) for p in pops])
+        kinds = {"E": "excitatory", "I": "inhibitory", "IL": "inhibitory (low threshold)"}
+        cell = np.array([kinds.get(self.model["cell_type"][p], self.model["cell_type"][p]) for p in pop])
+        index = np.full(int(max(gids.max(), g.max() if len(g) else 0)) + 1, -1, np.int64)
+        index[gids] = np.arange(len(gids))
+        stop_ms = ev.bounds[-1][1]
+        keep = (index[g] >= 0) & (t <= stop_ms)
+        return Recording(
+            spike_times=t[keep] / 1000.0, spike_units=index[g[keep]],
+            units={"population": pop, "cell_type": cell, "gid": gids},
+            intervals={"start_time": np.array([b[0] for b in ev.bounds]) / 1000.0,
+                       "stop_time": np.array([b[1] for b in ev.bounds]) / 1000.0,
+                       "steps": np.asarray(ev.lengths[:len(ev.bounds)], np.int64),
+                       "return": np.asarray(ev.lengths[:len(ev.bounds)], np.float64)},
+            description=(f"rstdp: the frozen network's {len(ev.bounds)} test episode(s) on {self.config.env} "
+                         f"(plasticity and homeostasis off, one action per {self.model['action_ms']} ms); every "
+                         f"spike of the {len(gids)} cells of {', '.join(pops)}"),
+            interval_kind="episode", duration=stop_ms / 1000.0, resolution=float(self.model["dt"]) / 1000.0,
+            constants={"model": self.config.model, **{k: v for k, v in self.model.items() if k != "name"}})

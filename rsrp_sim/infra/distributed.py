@@ -1,0 +1,304 @@
+"""Processes and devices: starting ``jax.distributed``, the global member mesh, the one writer.
+
+A population's member axis is split over every device of every process (one global
+``jax.sharding.Mesh`` with the axis ``members``).  Members are independent, so only the per-member
+fitness (gathered to every process before shaping) and the gradient sums (reduced across devices)
+cross devices; random draws are made on the global arrays with JAX's partitionable threefry, so they
+do not depend on the number of devices or processes.  With one device nothing is annotated, and the
+numbers are exactly those of the unsharded code.
+
+Starting several processes (``jax.distributed``, JAX's multi-controller runtime):
+
+* explicitly: ``--coordinator HOST:PORT --num-processes N --process-id I`` on the protocol's command
+  line (JAX's own names), or the variables ``RSRP_SIM_COORDINATOR``, ``RSRP_SIM_NUM_PROCESSES``,
+  ``RSRP_SIM_PROCESS_ID`` (what ``rsrp-sim launch --local N`` sets for the processes it starts);
+* under SLURM (``srun``, ``SLURM_NTASKS`` > 1) or Open MPI (``mpirun``, ``OMPI_COMM_WORLD_SIZE`` > 1):
+  ``jax.distributed.initialize()``'s own cluster detection.
+
+On CPUs the collectives go through gloo.  Process 0 is the writer: it alone writes the run folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import signal
+import sys
+import threading
+
+from .errors import UserError
+
+__all__ = ["Cluster", "initialize", "process_index", "process_count", "is_writer", "mesh", "member_sharding",
+           "shard_members", "replicate", "host", "broadcast_from_writer", "barrier", "InterruptAgreement",
+           "LOST_PROCESS_ERRORS", "lost_process_message", "check_layout"]
+
+ENV = ("RSRP_SIM_COORDINATOR", "RSRP_SIM_NUM_PROCESSES", "RSRP_SIM_PROCESS_ID")
+#: seconds a process waits for the coordinator (all processes) at start-up
+INIT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_INIT_TIMEOUT", "60"))
+#: seconds without a heartbeat after which the coordinator declares a process dead and stops the others
+HEARTBEAT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_HEARTBEAT_TIMEOUT", "20"))
+
+_started: "Cluster | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """How this process was started: the coordinator, the number of processes, this one's index."""
+
+    coordinator: str | None
+    num_processes: int
+    process_id: int
+    detected: str  # "single", "explicit", "slurm", "openmpi"
+
+
+def _int(name: str, value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be an integer, got {value!r}") from None
+
+
+def plan(coordinator=None, num_processes=None, process_id=None, environ=None) -> Cluster:
+    """What :func:`initialize` would start, from the arguments, else the environment (checked)."""
+    env = os.environ if environ is None else environ
+    if coordinator is None and num_processes is None and process_id is None and env.get(ENV[0]):
+        coordinator, num_processes, process_id = (env.get(k) for k in ENV)
+    if coordinator is not None or num_processes is not None or process_id is not None:
+        if coordinator is None or num_processes is None or process_id is None:
+            raise UserError("--coordinator, --num-processes and --process-id go together (JAX's multi-process "
+                            "start-up); give all three, or none")
+        n, i = _int("--num-processes", num_processes), _int("--process-id", process_id)
+        if n < 1:
+            raise UserError(f"--num-processes must be at least 1, got {n}")
+        if not 0 <= i < n:
+            raise UserError(f"--process-id must be in 0..{n - 1} for --num-processes {n}, got {i}")
+        if not re.fullmatch(r"[\w.\-\[\]:]+:\d+", str(coordinator)):
+            raise UserError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+        return Cluster(str(coordinator), n, i, "explicit")
+    if _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1:
+        return Cluster(None, _int("SLURM_NTASKS", env["SLURM_NTASKS"]), _int("SLURM_PROCID", env.get("SLURM_PROCID", 0)),
+                       "slurm")
+    if _int("OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        return Cluster(None, _int("OMPI_COMM_WORLD_SIZE", env["OMPI_COMM_WORLD_SIZE"]),
+                       _int("OMPI_COMM_WORLD_RANK", env.get("OMPI_COMM_WORLD_RANK", 0)), "openmpi")
+    return Cluster(None, 1, 0, "single")
+
+
+def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster:
+    """Start ``jax.distributed`` when this run has several processes (see the module docstring).
+
+    Call before anything touches a JAX device.  One process: nothing happens.  A coordinator that
+    cannot be reached within ``RSRP_SIM_INIT_TIMEOUT`` seconds (60) is a one-line error.
+    """
+    global _started
+    cluster = plan(coordinator, num_processes, process_id)
+    if cluster.num_processes == 1 or _started is not None:
+        _started = _started or cluster
+        return _started
+    import jax
+
+    if (os.environ.get("JAX_PLATFORMS") or "cpu").split(",")[0] in ("cpu", ""):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's own time-out ends the process with a C++ abort and a stack of lines; a watchdog says it
+    # in one line first (and exits with status 2), a little before JAX would
+    kw = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    if cluster.detected == "explicit":
+        kw.update(coordinator_address=cluster.coordinator, num_processes=cluster.num_processes,
+                  process_id=cluster.process_id)
+    where = cluster.coordinator or f"the {cluster.detected} cluster's coordinator"
+    message = (f"process {cluster.process_id} of {cluster.num_processes} could not join {where} within "
+               f"{INIT_TIMEOUT_S} s; check the address and that every process was started")
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(INIT_TIMEOUT_S):
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        jax.distributed.initialize(**kw)
+    except Exception as e:  # the cluster could not be detected, or the address is malformed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{message} ({first[:160]})") from None
+    finally:
+        done.set()
+    _started = cluster
+    return cluster
+
+
+def process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run folder (process 0)."""
+    return _started is None or _started.num_processes == 1 or process_index() == 0
+
+
+@functools.lru_cache(maxsize=None)
+def mesh():
+    """The global device mesh of the member axis (every device of every process)."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices()), ("members",))
+
+
+def device_count() -> int:
+    import jax
+
+    return jax.device_count()
+
+
+def member_sharding(n: int):
+    """A sharding of an ``n``-member leading axis over all devices, or ``None`` (one device, or
+    ``n`` not divisible by the device count: then the computation is replicated)."""
+    d = device_count()
+    if d <= 1 or n % d:
+        return None
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh(), PartitionSpec("members"))
+
+
+def _is_tracer(x) -> bool:
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def shard_members(tree, n: int):
+    """Split every leaf whose leading axis has length ``n`` over the devices (a sharding constraint
+    inside ``jit``, a transfer outside); other leaves (scalars, population sums) are left as they are."""
+    sh = member_sharding(n)
+    if sh is None:
+        return tree
+    import jax
+
+    def one(x):
+        if getattr(x, "ndim", 0) >= 1 and x.shape[0] == n:
+            return jax.lax.with_sharding_constraint(x, sh) if _is_tracer(x) else jax.device_put(x, sh)
+        return x
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def replicate(tree):
+    """Every leaf complete on every device (inside ``jit``: the results the host reads, gathered)."""
+    if device_count() <= 1:
+        return tree
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    full = NamedSharding(mesh(), PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, full) if _is_tracer(x) else jax.device_put(x, full), tree)
+
+
+def host(tree):
+    """``jax.device_get`` for results that every process holds completely."""
+    import jax
+
+    return jax.device_get(tree)
+
+
+def broadcast_from_writer(tree):
+    """Process 0's values of ``tree`` on every process (e.g. a checkpoint only the writer read)."""
+    if _started is None or _started.num_processes == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(tree)
+
+
+def barrier(name: str):
+    """Wait until every process reaches this point."""
+    if _started is None or _started.num_processes == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _multi() -> bool:
+    return _started is not None and _started.num_processes > 1
+
+
+class InterruptAgreement:
+    """Ctrl-C in a run of several processes: the first one only marks this process, and after every
+    iteration the processes agree (a tiny all-gather) to stop together after the same iteration, so
+    none waits in a collective for the others and the run stays resumable.  A second Ctrl-C stops at
+    once.  With one process Ctrl-C is Python's KeyboardInterrupt, as always."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = None
+        if _multi():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def agreed(self) -> bool:
+        if not _multi():
+            return False
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return bool(np.asarray(multihost_utils.process_allgather(np.int32(self.flag))).any())
+
+    def close(self):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def _lost_errors():
+    try:
+        import jax
+
+        return (jax.errors.JaxRuntimeError,)
+    except (ImportError, AttributeError):  # pragma: no cover
+        return ()
+
+
+#: what a collective raises when another process of the run died
+LOST_PROCESS_ERRORS = _lost_errors()
+
+
+def lost_process_message(error) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return (f"process {process_index()}: another process of this run stopped ({first}); every completed "
+            f"iteration is in the run folder: start all processes again with --resume")
+
+
+def check_layout(layout, what: str = "population"):
+    """Refuse a population the devices do not divide (one line), so every device holds whole chunks
+    and the members' results are gathered, not recomputed; note when the devices do not divide the
+    reduction blocks (the numbers may then differ from other device counts in the last bits)."""
+    d = device_count()
+    if d <= 1:
+        return
+    for name, n in (("chunk_size (sampled members per chunk)", layout.chunk), ("eval_size", layout.eval_size)):
+        if n and n % d:
+            raise UserError(f"{name} is {n}, which the {d} devices of this run do not divide; choose a "
+                            f"multiple of {d} (the {what} is split over every device)")
+    blocks = layout.blocks(layout.chunk)
+    if blocks % d:
+        import warnings
+
+        warnings.warn(f"{d} devices do not divide the {blocks} reduction blocks: the sums over members, and so "
+                      f"the numbers, may differ in the last bits from runs on other device counts", stacklevel=2)
