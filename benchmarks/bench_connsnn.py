@@ -185,6 +185,7 @@ def main():
         return
     import jax
 
+    load_start = round(os.getloadavg()[0], 2)
     reps = 3 if args.quick else 10
     impls = ("dense", "bitpack", "fused")
     cases = [f"network:1024:256:{i}:{reps}" for i in impls]
@@ -229,6 +230,7 @@ def main():
            "speedup_fused_over_bitpack_alternated": alternated,
            "speedup_bitpack_over_dense": bitpack_over_dense, "cartpole_cpu_generation": generation,
            "results": results}
+    doc["machine"]["load_average_1min_start"] = load_start
     doc["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     print(write(doc, args.out))
 
