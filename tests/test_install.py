@@ -15,7 +15,8 @@ from rsrp_sim.infra import assets
 from rsrp_sim.core import models
 from rsrp_sim.protocols import get
 from rsrp_sim.backends.netpyne import mechanisms
-print("RESULT" + json.dumps({"package": rsrp_sim.__file__, "folders": {n: str(assets.folder(n)) for n in assets.FOLDERS},
+from rsrp_sim.backends.jax.kernels import cpu
+print("RESULT" + json.dumps({"kernel_source": cpu.SOURCE.is_file(),"package": rsrp_sim.__file__, "folders": {n: str(assets.folder(n)) for n in assets.FOLDERS},
       "models": models.available(), "presets": sorted(get("cartpole").presets),
       "mod": sorted(p.name for p in mechanisms.mod_files()),
       "n_neurons": models.SNNConstants.from_model("conn_snn", 4, 1).n_neurons}))
@@ -48,3 +49,4 @@ def test_a_non_editable_install_carries_models_mod_and_protocols(tmp_path):
     assert out["models"] == here["models"] and "conn_snn" in out["models"]
     assert out["presets"] == ["cpu", "paper"] and out["n_neurons"] == 256
     assert out["mod"] == here["mod"] == sorted(p.name for p in (ROOT / "mod").glob("*.mod"))
+    assert out["kernel_source"]  # the fused kernel's C++ source, compiled on first use

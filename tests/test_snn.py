@@ -97,12 +97,13 @@ def test_bitpacked_and_dense_spike_products_give_identical_spikes(n, ratio, dens
     masks = sample(c, key, density)
     inputs = gain * jax.random.normal(jax.random.fold_in(key, 1), (200, 4))
     rasters = {}
-    for impl in ("bitpack", "dense"):
+    for impl in ("bitpack", "dense", "fused"):  # fused: bitpack where its kernel cannot run
         snn = SNN(c, impl)
         rasters[impl] = np.asarray(jax.jit(snn.simulate_spikes)(snn.prepare(masks), snn.init_carry(key), inputs))
     assert rasters["dense"].shape == (200, 33, n)
     assert rasters["dense"].sum() > 500
     np.testing.assert_array_equal(rasters["bitpack"], rasters["dense"])
+    np.testing.assert_array_equal(rasters["fused"], rasters["dense"])
 
 
 def test_population_vmap_bitpack_equals_dense():
@@ -113,7 +114,7 @@ def test_population_vmap_bitpack_equals_dense():
              for i, (k, s) in enumerate(c.param_shapes().items())}
     obs = jax.random.normal(key, (pop, 4))
     outs = []
-    for impl in ("bitpack", "dense"):
+    for impl in ("bitpack", "dense", "fused"):
         snn = SNN(c, impl)
         nets = jax.vmap(snn.prepare)(masks)
         carry = jax.vmap(snn.init_carry)(jax.random.split(key, pop))
@@ -124,6 +125,7 @@ def test_population_vmap_bitpack_equals_dense():
             ys.append(np.asarray(y))
         outs.append(np.array(ys))
     np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
 
 
 def test_dense_snn_uses_signed_weights_without_doubling():

@@ -165,6 +165,8 @@ class RLPopulation(EvaluatedMethod):
         distributed.check_layout(self.layout)
         release = dict(getattr(self.strategy, "modes", {}))
         self.evaluator = self.Evaluator(cfg, RLTask(self.env, self.const, self.layout, self.seed, release))
+        # keys the evaluator resolved for this machine (e.g. spike_impl=auto) are what the run records
+        self.config = dataclasses.replace(cfg, **getattr(self.evaluator, "resolved", {}))
 
     def make_strategy(self):
         raise NotImplementedError

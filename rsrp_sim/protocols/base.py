@@ -208,7 +208,9 @@ class Protocol:
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
                    "preset": preset, "seed": seed, "task": instance.task_name,
                    "labels": {"score": self.score_label, "steps": self.steps_label},
-                   "config": configlib.to_dict(cfg), "versions": versions(), "command": " ".join(sys.argv),
+                   # the config as the method resolved it (e.g. spike_impl=auto -> fused)
+                   "config": configlib.to_dict(getattr(instance, "config", cfg)), "versions": versions(),
+                   "command": " ".join(sys.argv),
                    "processes": distributed.process_count(), "devices": distributed.device_count()}
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
             try:

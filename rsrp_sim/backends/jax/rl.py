@@ -3,8 +3,10 @@
 :class:`SNNRollouts` is what the engine (:func:`rsrp_sim.engine.population.generation`) calls for
 RSRP, RSRP-reservoir and ES on any JAX environment (CartPole-v1, gymnax ids, Brax): a chunk of
 members (release patterns or real weights, with a member axis; a frozen reservoir shared) is
-prepared (bit-packed masks for ``spike_impl=bitpack``) and run until every member has finished an
-episode (:mod:`.rollout`), and the deterministic network in ``eval_size`` environments.  Cheap
+prepared (bit-packed masks for ``spike_impl=bitpack`` and ``fused``) and run until every member has
+finished an episode (:mod:`.rollout`), and the deterministic network in ``eval_size`` environments.
+``spike_impl=auto`` (the default) is resolved when the evaluator is built: the fused kernel where
+it runs (:mod:`.kernels`), else ``bitpack``; the resolved value is what the run's config records.  Cheap
 environments run as one ``jit``; Brax (``stepped``) as a host loop over compiled kernels.  Each
 chunk's member axis is split across all visible devices (:mod:`.sharding`).
 """
@@ -20,6 +22,7 @@ from ...engine.population import EvalResult
 from ...infra.config import ConfigBase
 from .rollout import Rollout
 from ...infra.distributed import shard_members
+from .kernels import resolve_spike_impl
 from .snn import SPIKE_IMPLS, SNN
 
 __all__ = ["JaxRLConfig", "SNNRollouts"]
@@ -29,7 +32,8 @@ __all__ = ["JaxRLConfig", "SNNRollouts"]
 class JaxRLConfig(ConfigBase):
     """Keys of the JAX RL evaluator."""
 
-    spike_impl: Literal["bitpack", "dense"] = "bitpack"  # recurrent product of Bernoulli masks
+    # the spike step of Bernoulli masks (all give the same spikes); auto: fused where its kernel runs, else bitpack
+    spike_impl: Literal["auto", "fused", "bitpack", "dense"] = "auto"
     member_block: int = -1  # networks stepped together in cache-sized blocks; -1 auto, 0 off
 
     def validate(self):
@@ -48,11 +52,14 @@ class SNNRollouts:
     multi_process = True  # members sharded over every device of every process
 
     def __init__(self, config, task):
-        assert config.spike_impl in SPIKE_IMPLS
         self.env, self.const, self.layout, self.seed = task.env, task.const, task.layout, task.seed
         self.obs_norm = config.obs_norm
         self.reset_pool = config.reset_pool
-        self.snn = SNN(self.const, config.spike_impl)
+        spike_impl = resolve_spike_impl(config.spike_impl, self.const)
+        assert spike_impl in SPIKE_IMPLS
+        self.snn = SNN(self.const, spike_impl)
+        #: config keys this evaluator resolved (``auto``), for the run's recorded config
+        self.resolved = {"spike_impl": self.snn.spike_impl}
         self.chunk = self.layout.chunk
         lay = self.layout
         self.train_rollout = Rollout(self.env, self.snn, block=self._member_block(config.member_block),

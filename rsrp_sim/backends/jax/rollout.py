@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from ...envs import decode_action
 from . import envloop
+from ...infra import distributed
 from ...infra.distributed import replicate, shard_members
 
 
@@ -61,11 +62,17 @@ class Rollout:
 
     def _policy(self, nets, pol, obs, obs_mean, obs_scale):
         batched, shared = nets
-        step_net = jax.vmap(lambda b, carry, x: self.snn.step({**b, **shared}, carry, x))
         c = obs.shape[0]
-        if self.block > 1 and batched and c % self.block == 0 and c > self.block:
-            step_net = _blocked(step_net, c, self.block)
-        carry, y, nsp = step_net(batched, pol["carry"], (obs - obs_mean) / obs_scale)
+        x = (obs - obs_mean) / obs_scale
+        if self.snn.kernel is not None:  # a custom call: one call per device over its members
+            step_net = jax.vmap(lambda b, carry, x, sh: self.snn.step({**b, **sh}, carry, x),
+                                in_axes=(0, 0, 0, None))
+            carry, y, nsp = _map_members(step_net, c, 3)(batched, pol["carry"], x, shared)
+        else:
+            step_net = jax.vmap(lambda b, carry, x: self.snn.step({**b, **shared}, carry, x))
+            if self.block > 1 and batched and c % self.block == 0 and c > self.block:
+                step_net = _blocked(step_net, c, self.block)
+            carry, y, nsp = step_net(batched, pol["carry"], x)
         action = decode_action(jnp, self.env, y)
         return {"carry": carry, "spikes": pol["spikes"] + nsp.astype(jnp.float32)}, action
 
@@ -109,6 +116,26 @@ class Rollout:
             if not bool(self._running_fn(ls)):
                 break
         return self._result_fn(pol, ls)
+
+
+def _map_members(fn, n: int, n_batched: int):
+    """``fn(*batched, *shared)`` with each device running it on its own members.
+
+    A custom call (the fused spike kernel) is opaque to XLA's partitioner, so the member axis is
+    split with ``shard_map``: the first ``n_batched`` arguments (member axis of length ``n`` first)
+    over the devices, the others whole on every device; every output has the member axis.  With
+    one device, or ``n`` not divisible by the device count, ``fn`` itself.
+    """
+    if distributed.member_sharding(n) is None:
+        return fn
+    from jax.sharding import PartitionSpec as P
+
+    def call(*args):
+        specs = tuple(P("members") if i < n_batched else P() for i in range(len(args)))
+        return jax.shard_map(fn, mesh=distributed.mesh(), in_specs=specs, out_specs=P("members"),
+                             check_vma=False)(*args)
+
+    return call
 
 
 def _blocked(fn, n, block):

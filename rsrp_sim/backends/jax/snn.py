@@ -10,10 +10,17 @@ Per environment step (input current held for all substeps)::
         r     = a_out * r + (1 - a_out) * s / dt
     y = R_out * (r @ M_out)
 
-The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks two exact implementations
-exist: ``dense`` (float32 matmul) and ``bitpack`` (the mask stored as 32-bit words per
-postsynaptic neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32).
-Both give identical spikes: the counts are integers, exactly representable in float32.
+The recurrent product ``s @ M_h`` is the hot loop.  For Bernoulli masks three exact implementations
+exist: ``dense`` (float32 matmul), ``bitpack`` (the mask stored as 32-bit words per postsynaptic
+neuron, the product computed as popcount(M & s_E) - popcount(M & s_I) in int32) and ``fused``
+(one kernel runs all substeps of a step for a block of networks, each network's bit-packed mask
+kept in cache or on-chip memory; :mod:`.kernels`).  In all three the recurrent sums are integers,
+exactly representable in float32.  ``fused`` gives ``bitpack``'s bits exactly, spikes and states
+(it pairs multiplies and adds into fused multiply-adds as XLA's CPU code for ``bitpack`` does);
+``dense`` pairs one of them differently, so its states can differ from the other two in the last
+bit: the spikes agree over short runs, but over a long run of many networks a spike eventually
+moves.  For real-valued weights (DenseSNN)
+``fused`` is a kernel that adds the rows of the neurons that spiked and gives ``dense``'s bits.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import numpy as np
 
 from ...core.models import SNNConstants
 
-SPIKE_IMPLS = ("bitpack", "dense")
+SPIKE_IMPLS = ("fused", "bitpack", "dense")
 
 
 def pack_bits(b):
@@ -56,13 +63,26 @@ class SNN:
     neuron state ``{'v', 'i_syn', 'r', 'spk'}``; one call of :meth:`step` is one environment step.
     """
 
-    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack"):
+    def __init__(self, const: SNNConstants, spike_impl: str = "bitpack", isa: str | None = None,
+                 kernel_backend: str | None = None):
+        """``spike_impl``: ``fused``, ``bitpack`` or ``dense``; ``fused`` falls back to ``bitpack``
+        (with a one-line note) where its kernel cannot run.  ``isa``: the CPU kernel's code path
+        (``auto``, ``avx512``, ``avx2``, ``scalar``; see :mod:`.kernels.cpu`).  ``kernel_backend``:
+        ``cpu``, ``gpu`` or ``interpret`` (the GPU kernel in Pallas' interpreter); default: JAX's
+        default back-end."""
         if spike_impl not in SPIKE_IMPLS:
             raise ValueError(f"unknown spike_impl {spike_impl!r}; allowed: {', '.join(SPIKE_IMPLS)}")
         self.c = const
         self.bernoulli = const.connectivity == "bernoulli"
-        # bit-packing only applies to {0,1} masks
-        self.spike_impl = spike_impl if self.bernoulli else "dense"
+        # bit-packing only applies to {0,1} masks; real weights have the dense path and (CPU) a kernel
+        self.spike_impl = spike_impl if self.bernoulli or spike_impl == "fused" else "dense"
+        self.kernel = None
+        if self.spike_impl == "fused":
+            from . import kernels
+
+            self.kernel = kernels.fused(const, isa, kernel_backend)
+            if self.kernel is None:
+                self.spike_impl = "bitpack" if self.bernoulli else "dense"
         signs = const.signs() if const.dale else np.ones(const.n_neurons, np.float32)
         self.signs = jnp.asarray(signs)
         exc = signs > 0
@@ -94,6 +114,8 @@ class SNN:
         if "h" in params:
             if self.spike_impl == "bitpack":
                 net["h"] = pack_bits(params["h"].T)  # (N_post, W): bits over presynaptic neurons
+            elif self.spike_impl == "fused" and self.bernoulli:
+                net["h"] = pack_bits(params["h"].T).T  # (W, N_post): word-major for the kernels
             else:
                 net["h"] = params["h"].astype(jnp.float32)
         return net
@@ -110,6 +132,8 @@ class SNN:
         c = self.c
         x = jnp.concatenate([obs, -obs]) if c.input_doubling else obs
         i_in = c.r_in * (x.astype(jnp.float32) @ net["in"])
+        if self.kernel is not None:
+            return self._run_fused(net["h"], carry, i_in, record)
         a_syn, a_m, a_out = c.alpha_syn, c.alpha_m, c.alpha_out
 
         def substep(state, _):
@@ -124,6 +148,18 @@ class SNN:
 
         state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
         (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=c.substeps)
+        return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
+
+    def _run_fused(self, h, carry, i_in, record: bool):
+        state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
+        if record:  # one kernel call per substep, to see every substep's spikes
+            def substep(state, _):
+                *state, _n = self.kernel(h, i_in, *state, substeps=1)
+                return tuple(state), state[3]
+
+            (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=self.c.substeps)
+        else:
+            v, i_syn, r, spk, out = self.kernel(h, i_in, *state)
         return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
 
     def step(self, net, carry, obs):
