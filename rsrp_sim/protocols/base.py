@@ -202,15 +202,14 @@ class Protocol:
         _check_processes(cls, method, backend)
         cfg = self.build_config(method, backend, preset, overrides)
         instance = cls(cfg, seed)  # validates everything the method checks before a folder exists
+        cfg = instance.config  # as the method resolved it (e.g. spike_impl=auto -> fused): what the run records
         try:
             state = instance.init_state()
             out = Path(out) if out is not None else self.default_out(method, backend, seed)
             doc = {"format": RUN_FORMAT, "protocol": self.name, "method": method, "backend": backend,
                    "preset": preset, "seed": seed, "task": instance.task_name,
                    "labels": {"score": self.score_label, "steps": self.steps_label},
-                   # the config as the method resolved it (e.g. spike_impl=auto -> fused)
-                   "config": configlib.to_dict(getattr(instance, "config", cfg)), "versions": versions(),
-                   "command": " ".join(sys.argv),
+                   "config": configlib.to_dict(cfg), "versions": versions(), "command": " ".join(sys.argv),
                    "processes": distributed.process_count(), "devices": distributed.device_count()}
             rd = RunDir.create(out, doc) if writer else NullRunDir(out, doc)
             try:
