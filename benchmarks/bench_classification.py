@@ -58,7 +58,7 @@ def synthetic_mnist(folder: Path):
 def run_case(name: str, gens: int, chunk: int | None, data_dir: str | None) -> dict:
     import jax
 
-    from rsrp_sim.backends.jax.classification import RSRPClassifier, RSRPClassifyConfig
+    from rsrp_sim.protocols import get
 
     net, pop, default_chunk = CASES[name]
     chunk = chunk or default_chunk
@@ -68,22 +68,25 @@ def run_case(name: str, gens: int, chunk: int | None, data_dir: str | None) -> d
         tmp = tempfile.TemporaryDirectory()
         synthetic_mnist(Path(tmp.name))
         data_dir, source = tmp.name, "random images of MNIST's shape"
-    cfg = RSRPClassifyConfig(dataset="mnist", data_dir=data_dir, net=net, pop_size=pop, chunk_size=chunk,
-                             generations=10**6, eval_every=10**6)
-    m = RSRPClassifier(cfg, 0)
+    proto = get("mnist")
+    cls = proto.method_class(proto.method("rsrp"), "jax")
+    cfg = proto.build_config("rsrp", "jax", "cpu", {"data_dir": data_dir, "net": net, "pop_size": pop,
+                                                    "chunk_size": chunk, "generations": 10**6, "eval_every": 10**6})
+    m = cls(cfg, 0)
     state = m.init_state()
     t0 = time.perf_counter()
     state, _ = m.step(state)
-    jax.block_until_ready(state["params"])
+    jax.block_until_ready(state["search"].p)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(gens):
         state, rec = m.step(state)
-    jax.block_until_ready(state["params"])
+    jax.block_until_ready(state["search"].p)
     dt = (time.perf_counter() - t0) / gens
-    return {"case": name, "net": m.spec.describe(), "n_synapses": m.spec.n_params(), "pop_size": pop,
-            "chunk_size": m.chunk, "chunks": m.n_chunks, "batch_size": cfg.batch_size, "generations_timed": gens,
-            "s_per_generation": dt, "generations_per_s": 1.0 / dt, "networks_per_s": pop / dt,
+    spec = m.evaluator.spec
+    return {"case": name, "net": spec.describe(), "n_synapses": spec.n_params(), "pop_size": pop,
+            "chunk_size": m.layout.chunk, "chunks": m.layout.n_chunks, "batch_size": cfg.batch_size,
+            "generations_timed": gens, "s_per_generation": dt, "generations_per_s": 1.0 / dt, "networks_per_s": pop / dt,
             "first_generation_s (incl. compile)": first, "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": peak_device_mb(), "data": source, "train_score": rec["train_score"]}
 
