@@ -26,6 +26,7 @@ from ...infra.errors import UserError
 from . import mechanisms
 
 _attached = False
+_pc = None
 COMM = {"s": 0.0, "calls": 0}  #: wall seconds and calls spent in this module's collectives
 
 
@@ -39,7 +40,10 @@ def context():
         with _quiet_stdout():  # (NEURON prints "numprocs=N" on rank 0)
             h.nrnmpi_init()
         _attached = True
-    pc = h.ParallelContext()
+    global _pc
+    if _pc is None:  # one object: NEURON keeps the timings (wait_time, step_time) per ParallelContext object
+        _pc = h.ParallelContext()
+    pc = _pc
     if int(pc.nhost()) != cluster.num_processes:
         raise UserError(f"NEURON sees {int(pc.nhost())} rank(s) but MPI started {cluster.num_processes}: NEURON could "
                         f"not use the MPI library mpi4py loaded; set MPI_LIB_NRN_PATH to that libmpi.so")
