@@ -35,9 +35,10 @@ import threading
 
 from .errors import UserError
 
-__all__ = ["Cluster", "initialize", "start_ranks", "abort", "mpi_comm", "mpi_launch_size", "process_index", "process_count", "is_writer", "mesh", "member_sharding",
-           "shard_members", "replicate", "host", "broadcast_from_writer", "barrier", "InterruptAgreement",
-           "LOST_PROCESS_ERRORS", "lost_process_message", "check_layout"]
+__all__ = ["Cluster", "initialize", "start_ranks", "abort", "mpi_comm", "mpi_launch_size", "process_index",
+           "process_count", "is_writer", "mesh", "member_sharding", "shard_members", "replicate", "host",
+           "broadcast_from_writer", "barrier", "InterruptAgreement", "LOST_PROCESS_ERRORS", "lost_process_message",
+           "check_layout"]
 
 ENV = ("RSRP_SIM_COORDINATOR", "RSRP_SIM_NUM_PROCESSES", "RSRP_SIM_PROCESS_ID")
 #: seconds a process waits for the coordinator (all processes) at start-up
