@@ -26,6 +26,7 @@ notices.  Without mpiexec on PATH, one line says what to install.
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import re
 import shutil
@@ -200,24 +201,23 @@ class _OmpiNotices:
 
     def pump(self, stream):
         """Copy ``stream`` (bytes) line by line; partial lines (progress bars) are written at once."""
-        pending = b""
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        pending = ""
         while True:
             chunk = os.read(stream.fileno(), 65536)
             if not chunk:
                 break
-            pending += chunk
-            while True:
-                k = pending.find(b"\n")
-                if k < 0:
-                    break
-                self.feed_line(pending[:k + 1].decode(errors="replace"))
-                pending = pending[k + 1:]
-            if pending and self.block is None and not pending.startswith(b"-"):
-                self.out.write(pending.decode(errors="replace"))
+            pending += decode(chunk)
+            while "\n" in pending:
+                line, pending = pending.split("\n", 1)
+                self.feed_line(line + "\n")
+            if pending and self.block is None and not pending.startswith("-"):
+                self.out.write(pending)
                 self.out.flush()
-                pending = b""
+                pending = ""
+        pending += decode(b"", final=True)
         if pending:
-            self.feed_line(pending.decode(errors="replace"))
+            self.feed_line(pending)
         if self.block:
             self.summarise(self.block)
 
