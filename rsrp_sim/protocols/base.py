@@ -421,7 +421,7 @@ def _start_processes(cls, args):
 
 
 #: seconds a rank other than 0 waits before reporting its error, so that an error every rank hits is said once
-RANK_ERROR_DELAY_S = 2.0
+RANK_ERROR_DELAY_S = 5.0
 
 
 def _error(e: Exception, code: int) -> int:

@@ -100,7 +100,10 @@ class DiehlCook(Method):
         from .dc_network import DCNetwork
         from .ranks import context
 
-        DCNetwork.check(self.model, self.n_exc, int(context().nhost()))  # before a run folder exists
+        pc = context()
+        if int(pc.nhost()) > 1:
+            pc.barrier()  # (the ranks get here together: a refusal every rank makes is said once, by rank 0)
+        DCNetwork.check(self.model, self.n_exc, int(pc.nhost()))  # before a run folder exists
         self._net = None
 
     @property

@@ -33,13 +33,15 @@ COMM = {"s": 0.0, "calls": 0}  #: wall seconds and calls spent in this module's 
 def context():
     """The ParallelContext; attached to the run's MPI ranks when there are several."""
     global _attached
-    from neuron import h
-
     cluster = distributed.start_ranks()  # joins an MPI job this process was started in (once); else one rank
     if cluster.num_processes > 1 and not _attached:
-        with _quiet_stdout():  # (NEURON prints "numprocs=N" on rank 0)
+        with _quiet_stdout():  # (NEURON says "numprocs=N" on rank 0 when it attaches, at import or here)
+            from neuron import h
+
             h.nrnmpi_init()
         _attached = True
+    from neuron import h
+
     global _pc
     if _pc is None:  # one object: NEURON keeps the timings (wait_time, step_time) per ParallelContext object
         _pc = h.ParallelContext()
