@@ -9,11 +9,12 @@ Everything heavy stays in C: the plastic weights, delays, thresholds theta and s
 and written as whole NumPy arrays through ``h.PtrVector`` (one gather/scatter per example), the input
 rates are written the same way and the inputs are told to reschedule by one event fanned out by a
 Relay cell.  Integration is NEURON's fixed step (CVode off, ``dt`` from the YAML) with the fixed-step
-event bin queue, advanced by ``ParallelContext.psolve``.
+event bin queue, advanced by ``ParallelContext.psolve`` (by stdrun's ``continuerun`` when the
+inhibitory delay is one step or less, which only one process allows).
 
 Over several MPI ranks (NEURON's ParallelContext; see :mod:`.ranks`) the excitatory cell k and its
 inhibitory partner k (gids k and n_exc + k) live on the rank that owns k (contiguous blocks), together
-with k's 784 plastic input NetCons, so the exc -> inh connection and all plastic synapses are local.
+with k's n_in plastic input NetCons, so the exc -> inh connection and all plastic synapses are local.
 The inhibitory -> excitatory connections cross ranks: NEURON exchanges spikes once per minimum
 delay and needs that delay to exceed one fixed step, so ``weights.inh_to_exc_delay_ms`` is two steps
 (1 ms) by default.  Every rank holds all n_in inputs, with the same Random123 stream per input
