@@ -5,6 +5,7 @@
     rsrp-sim compare RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]
     rsrp-sim report RUN_GROUPS... --out DIR   figures in the paper's form + index.html
     rsrp-sim launch --local N -- COMMAND      one run in N processes on this machine (jax.distributed)
+    rsrp-sim launch --mpi N -- COMMAND        one run over N MPI ranks on this machine (mpiexec; NEURON methods)
     rsrp-sim sweep PROTOCOL --method M --space KEY=DIST ... --trials N [...]   Optuna sweep (--help)
     rsrp-sim export-nwb RUN [--out FILE]      the run's recorded spikes as an NWB file
 

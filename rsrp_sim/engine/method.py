@@ -58,6 +58,9 @@ class Method(abc.ABC):
     curve_labels: ClassVar[tuple[str, str]] = ("train (population mean)", "eval (deterministic network)")
     #: whether one run of this method can span several processes (jax.distributed)
     multi_process: ClassVar[bool] = False
+    #: whether the method's simulator splits one run over MPI ranks itself (NEURON's ParallelContext under
+    #: mpiexec / srun): its processes then join MPI instead of jax.distributed, rank 0 writing the records
+    mpi_ranks: ClassVar[bool] = False
 
     def __init__(self, config, seed: int):
         self.config = config

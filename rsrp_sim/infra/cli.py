@@ -19,36 +19,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
 
 
-def _say(message: str):
-    print(f"error: {one_line(message)}", file=sys.stderr)
+def _say(message: str, code: int):
+    print(f"error: {message}", file=sys.stderr)
 
 
-def guard(fn, debug: bool = False) -> int:
-    """Call ``fn()`` (which returns an exit status); any exception becomes one line and a status."""
+def guard(fn, debug: bool = False, say=_say) -> int:
+    """Call ``fn()`` (which returns an exit status); any exception becomes one line and a status.
+
+    ``say(message, status)`` prints the line (a run over MPI ranks also stops every rank there).
+    """
+    def fail(message: str, code: int) -> int:
+        if debug:
+            traceback.print_exc()
+        say(one_line(message), code)
+        return code
+
     try:
         return fn()
     except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        _say("interrupted")
-        return EXIT_INTERRUPTED
+        return fail("interrupted", EXIT_INTERRUPTED)
     except UserError as e:
-        if debug:
-            traceback.print_exc()
-        _say(str(e))
-        return getattr(e, "exit_code", EXIT_USAGE)
+        return fail(str(e), getattr(e, "exit_code", EXIT_USAGE))
     except OSError as e:  # a writer outside the records' own (they raise WriteError)
-        if debug:
-            traceback.print_exc()
-        _say(os_error_message(e, writing=False))
-        return EXIT_USAGE
+        return fail(os_error_message(e, writing=False), EXIT_USAGE)
     except MemoryError:
-        if debug:
-            traceback.print_exc()
-        _say("out of memory; use a smaller configuration (pop_size, chunk_size, model.n_neurons ...)")
-        return EXIT_USAGE
+        return fail("out of memory; use a smaller configuration (pop_size, chunk_size, model.n_neurons ...)",
+                    EXIT_USAGE)
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback with --debug
-        if debug:
-            traceback.print_exc()
-        _say(f"unexpected {type(e).__name__}: {e} (an internal error; rerun with --debug to see the traceback)")
-        return EXIT_INTERNAL
+        return fail(f"unexpected {type(e).__name__}: {e} (an internal error; rerun with --debug to see the "
+                    f"traceback)", EXIT_INTERNAL)

@@ -16,6 +16,12 @@ Starting several processes (``jax.distributed``, JAX's multi-controller runtime)
   ``jax.distributed.initialize()``'s own cluster detection.
 
 On CPUs the collectives go through gloo.  Process 0 is the writer: it alone writes the run folder.
+
+A method whose simulator spreads one run over MPI ranks itself (NEURON's ParallelContext: the
+``mpi_ranks`` methods) starts no ``jax.distributed``: :func:`start_ranks` joins the MPI job the
+process was started in (``mpiexec``/``mpirun``/``srun``, ``rsrp-sim launch --mpi N``) through mpi4py,
+and the helpers below (writer, broadcast, barrier, Ctrl-C agreement) then go through MPI; rank 0 is
+the writer.
 """
 from __future__ import annotations
 
@@ -29,9 +35,10 @@ import threading
 
 from .errors import UserError
 
-__all__ = ["Cluster", "initialize", "process_index", "process_count", "is_writer", "mesh", "member_sharding",
-           "shard_members", "replicate", "host", "broadcast_from_writer", "barrier", "InterruptAgreement",
-           "LOST_PROCESS_ERRORS", "lost_process_message", "check_layout"]
+__all__ = ["Cluster", "initialize", "start_ranks", "abort", "mpi_comm", "mpi_launch_size", "process_index",
+           "process_count", "is_writer", "mesh", "member_sharding", "shard_members", "replicate", "host",
+           "broadcast_from_writer", "barrier", "InterruptAgreement", "LOST_PROCESS_ERRORS", "lost_process_message",
+           "check_layout"]
 
 ENV = ("RSRP_SIM_COORDINATOR", "RSRP_SIM_NUM_PROCESSES", "RSRP_SIM_PROCESS_ID")
 #: seconds a process waits for the coordinator (all processes) at start-up
@@ -40,6 +47,11 @@ INIT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_INIT_TIMEOUT", "60"))
 HEARTBEAT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_HEARTBEAT_TIMEOUT", "20"))
 
 _started: "Cluster | None" = None
+_comm = None  # mpi4py's COMM_WORLD after start_ranks() in a job of several MPI ranks
+#: environment variables that give the number of MPI ranks a launcher started (Open MPI, MPICH/Intel MPI, srun)
+MPI_SIZE_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
+MPI_INSTALL_HINT = ("install Open MPI (e.g. apt-get install openmpi-bin libopenmpi-dev) and mpi4py "
+                    "(pip install -c constraints.txt -e '.[mpi]')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Cluster:
     coordinator: str | None
     num_processes: int
     process_id: int
-    detected: str  # "single", "explicit", "slurm", "openmpi"
+    detected: str  # "single", "explicit", "slurm", "openmpi", "mpi" (ranks of an mpi_ranks method)
 
 
 def _int(name: str, value) -> int:
@@ -128,20 +140,86 @@ def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster
     return cluster
 
 
+def mpi_launch_size(environ=None) -> int:
+    """How many MPI ranks the launcher that started this process started (1: none)."""
+    env = os.environ if environ is None else environ
+    for name in MPI_SIZE_ENV:
+        if env.get(name):
+            return _int(name, env[name])
+    return 1
+
+
+def start_ranks() -> Cluster:
+    """Join the MPI job this process was started in (several ranks: through mpi4py), for a method whose
+    simulator splits one run over the MPI ranks itself; no ``jax.distributed`` is started.  Alone (no
+    MPI launcher, or one rank) nothing happens.  Idempotent.  A rank that fails afterwards stops the
+    others (:func:`abort`; an uncaught exception does the same after its traceback)."""
+    global _started, _comm
+    if _started is not None:
+        if _started.detected not in ("mpi", "single"):
+            raise UserError("this method runs over MPI ranks (mpiexec -n N ...), not over jax.distributed "
+                            "processes; start it with mpiexec, srun or rsrp-sim launch --mpi N")
+        return _started
+    n = mpi_launch_size()
+    if n == 1:
+        _started = Cluster(None, 1, 0, "single")
+        return _started
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise UserError(f"this process is one of {n} MPI ranks but mpi4py is not usable ({e}); "
+                        f"{MPI_INSTALL_HINT}") from None
+    comm = MPI.COMM_WORLD
+    if comm.size != n:
+        raise UserError(f"the MPI launcher started {n} ranks but mpi4py's MPI sees {comm.size}: mpi4py uses another "
+                        f"MPI library than the launcher's (check mpiexec --version and MPI_Get_library_version)")
+    _comm = comm
+    _started = Cluster(None, comm.size, comm.rank, "mpi")
+    previous = sys.excepthook
+
+    def excepthook(kind, value, tb):  # a bug on one rank: its traceback, then every rank stops
+        previous(kind, value, tb)
+        abort(1)
+
+    sys.excepthook = excepthook
+    # SIGUSR1 (a Ctrl-C that rsrp-sim launch --mpi passes on) outside a run's iterations: every rank stops now;
+    # during them InterruptAgreement takes it and the ranks stop together after the current iteration
+    signal.signal(signal.SIGUSR1, lambda signum, frame: abort(130))
+    return _started
+
+
+def abort(code: int):
+    """End every rank of the MPI job now with exit status ``code`` (several ranks), else ``sys.exit``."""
+    if _comm is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _comm.Abort(int(code))
+    sys.exit(int(code))
+
+
+def mpi_comm():
+    """mpi4py's communicator of the ranks (None unless :func:`start_ranks` joined several)."""
+    return _comm
+
+
 def process_index() -> int:
+    if _comm is not None:
+        return _comm.rank
     import jax
 
     return jax.process_index()
 
 
 def process_count() -> int:
+    if _started is not None and _started.detected in ("mpi", "single"):
+        return _started.num_processes
     import jax
 
     return jax.process_count()
 
 
 def is_writer() -> bool:
-    """Whether this process writes the run folder (process 0)."""
+    """Whether this process writes the run folder (process 0, MPI rank 0)."""
     return _started is None or _started.num_processes == 1 or process_index() == 0
 
 
@@ -156,6 +234,8 @@ def mesh():
 
 
 def device_count() -> int:
+    if _started is not None and _started.detected == "mpi":
+        return _started.num_processes  # (one simulator per rank)
     import jax
 
     return jax.device_count()
@@ -217,6 +297,8 @@ def broadcast_from_writer(tree):
     """Process 0's values of ``tree`` on every process (e.g. a checkpoint only the writer read)."""
     if _started is None or _started.num_processes == 1:
         return tree
+    if _comm is not None:
+        return _comm.bcast(tree, root=0)
     from jax.experimental import multihost_utils
 
     return multihost_utils.broadcast_one_to_all(tree)
@@ -226,6 +308,8 @@ def barrier(name: str):
     """Wait until every process reaches this point."""
     if _started is None or _started.num_processes == 1:
         return
+    if _comm is not None:
+        return _comm.barrier()
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices(name)
@@ -239,13 +323,17 @@ class InterruptAgreement:
     """Ctrl-C in a run of several processes: the first one only marks this process, and after every
     iteration the processes agree (a tiny all-gather) to stop together after the same iteration, so
     none waits in a collective for the others and the run stays resumable.  A second Ctrl-C stops at
-    once.  With one process Ctrl-C is Python's KeyboardInterrupt, as always."""
+    once.  With one process Ctrl-C is Python's KeyboardInterrupt, as always.  MPI ranks take SIGUSR1
+    the same way (what ``rsrp-sim launch --mpi`` sends mpiexec, which passes it on to every rank)."""
 
     def __init__(self):
         self.flag = False
         self._old = None
+        self._old_usr1 = None
         if _multi():
             self._old = signal.signal(signal.SIGINT, self._handle)
+            if _comm is not None:
+                self._old_usr1 = signal.signal(signal.SIGUSR1, self._handle)
 
     def _handle(self, signum, frame):
         if self.flag:
@@ -255,6 +343,8 @@ class InterruptAgreement:
     def agreed(self) -> bool:
         if not _multi():
             return False
+        if _comm is not None:
+            return any(_comm.allgather(self.flag))
         import numpy as np
         from jax.experimental import multihost_utils
 
@@ -264,6 +354,9 @@ class InterruptAgreement:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+        if self._old_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._old_usr1)
+            self._old_usr1 = None
 
 
 def _lost_errors():

@@ -441,10 +441,10 @@ class Protocol:
             args = self.parser().parse_args(argv)
         except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
             return int(e.code or 0)
-        return guard(lambda: self._main(args), debug=args.debug)
+        return guard(lambda: self._main(args), debug=args.debug, say=_say_on_ranks)
 
     def _main(self, args) -> int:
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        _start_processes(self._requested_class(args), args)
         overrides = configlib.parse_overrides(args.overrides)
         for shortcut in self.shortcuts:
             if getattr(args, shortcut) is not None:
@@ -467,6 +467,24 @@ class Protocol:
         return 0
 
 
+    def _requested_class(self, args):
+        """The method class the command line names (for --resume: the one in the run folder), or None
+        when it cannot be told here (the run then says why)."""
+        method, backend = args.method, args.backend
+        if args.resume and args.out and args.seeds is None:
+            from ..infra.records import CONFIG
+
+            try:
+                saved = yaml.safe_load((Path(args.out) / CONFIG).read_text())
+                method, backend = saved["method"], saved["backend"]
+            except (OSError, yaml.YAMLError, KeyError, TypeError):
+                return None
+        try:
+            spec = self.method(method or next(iter(self.methods)))
+            return self.method_class(spec, backend or spec.default_backend)
+        except UserError:
+            return None
+
     def _main_group(self, args, overrides) -> int:
         from ..analysis.compare import format_table
         from .groups import parse_seeds, run_group
@@ -487,6 +505,48 @@ class Protocol:
 
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _start_processes(cls, args):
+    """Start the run's processes: MPI ranks for a method whose simulator splits the run over them itself
+    (``mpi_ranks``, e.g. NEURON's ParallelContext), else jax.distributed when there are several."""
+    if cls is not None and getattr(cls, "mpi_ranks", False):
+        if distributed.plan(args.coordinator, args.num_processes, args.process_id).detected == "explicit":
+            raise UserError("this method splits a run over MPI ranks: start it with mpiexec -n N, srun or "
+                            "rsrp-sim launch --mpi N (not --coordinator / rsrp-sim launch --local)")
+        if distributed.start_ranks().num_processes > 1 and args.seeds is not None:
+            raise UserError("--seeds runs one seed after another in one process; over MPI ranks start one "
+                            "mpiexec per seed")
+    else:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+#: seconds a rank other than 0 waits before reporting its error, so that an error every rank hits is said once
+RANK_ERROR_DELAY_S = 5.0
+
+
+def _say_on_ranks(message: str, code: int):
+    """The one error line (for :func:`rsrp_sim.infra.cli.guard`); over several MPI ranks it also stops
+    every rank (none may wait in a collective for a rank that left): rank 0 says it and stops the run at
+    once, another rank says it (naming itself) after :data:`RANK_ERROR_DELAY_S` unless rank 0 has
+    stopped the run by then."""
+    comm = distributed.mpi_comm()
+    if comm is None:
+        print(f"error: {message}", file=sys.stderr)
+        return
+    if comm.rank != 0:
+        time.sleep(RANK_ERROR_DELAY_S)
+    print(f"error: {message}" if comm.rank == 0 else f"error: rank {comm.rank} of {comm.size}: {message}",
+          file=sys.stderr, flush=True)
+    distributed.abort(code)
+
+
+def _check_processes(cls, method: str, backend: str):
+    if getattr(cls, "mpi_ranks", False):
+        return
+    if distributed.process_count() > 1 and not cls.multi_process:
+        raise UserError(f"{method} on the {backend} back-end runs in one process; start it without rsrp-sim "
+                        f"launch / --num-processes (the population methods on jax split over processes)")
 
 
 def summary_line(s: dict[str, Any]) -> str:

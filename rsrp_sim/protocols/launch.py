@@ -1,4 +1,5 @@
-"""``rsrp-sim launch --local N -- COMMAND``: one run in N processes on this machine (jax.distributed).
+"""``rsrp-sim launch --local N -- COMMAND``: one run in N processes on this machine (jax.distributed);
+``rsrp-sim launch --mpi N -- COMMAND``: one run over N MPI ranks on this machine (``mpiexec -n N``).
 
     rsrp-sim launch --local 2 -- python -m rsrp_sim.protocols.cartpole --seed 0
     rsrp-sim launch --local 2 -- cartpole --method es         # a protocol name: python -m rsrp_sim.protocols.cartpole
@@ -12,15 +13,28 @@ resumable; a second Ctrl-C stops at once).  When a process fails, the launcher s
 line and stops the others after ``--grace`` seconds at the latest; its exit status is the first
 failing process's.  On a cluster, start the processes with the cluster's own launcher instead
 (``srun``, ``mpirun``): the protocols detect SLURM and Open MPI by themselves.
+
+``--mpi N`` is for the methods whose simulator splits one run over MPI ranks itself (the NEURON
+methods, e.g. ``mnist --method stdp-dc``): it runs ``mpiexec -n N COMMAND`` (Open MPI: with
+``--oversubscribe``, as ``--local`` starts N processes whatever the core count, and
+``--allow-run-as-root`` when run as root).  Rank 0 writes the run folder and prints.  Ctrl-C is passed
+to every rank as SIGUSR1 (they stop after the same iteration; the run stays resumable); a second
+Ctrl-C stops mpiexec at once.  A rank that fails says why in one line and stops the others; a rank
+that dies without a word (a signal) is named by the launcher in one line, in place of Open MPI's
+notices.  Without mpiexec on PATH, one line says what to install.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from ..infra.errors import UserError
@@ -116,6 +130,134 @@ def launch(n: int, words: list[str], port: int | None = None, devices_per_proces
     return next((c for c in codes if c), 0)
 
 
+MPI_INSTALL = ("install Open MPI (e.g. apt-get install openmpi-bin libopenmpi-dev) and mpi4py "
+               "(pip install -c constraints.txt -e '.[mpi]')")
+#: Open MPI frames each notice of its own between two lines of dashes
+_OMPI_RULE = "-" * 74
+
+
+def mpiexec_command(n: int, cmd: list[str], mpiexec: str | None = None) -> list[str]:
+    """``mpiexec -n N`` with the options one machine needs, then ``cmd``."""
+    mpiexec = mpiexec or shutil.which("mpiexec") or shutil.which("mpirun")
+    if mpiexec is None:
+        raise UserError(f"--mpi needs mpiexec on PATH; {MPI_INSTALL}")
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"cannot run {mpiexec} --version ({e}); {MPI_INSTALL}") from None
+    out = [mpiexec, "-n", str(n)]
+    if "Open MPI" in version or "OpenRTE" in version:
+        out += ["--oversubscribe"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            out += ["--allow-run-as-root"]
+    return out + cmd
+
+
+class _OmpiNotices:
+    """Passes mpiexec's stderr through, except Open MPI's own framed notices (and its internal error-log
+    lines), which it turns into at most one line naming the rank that died; a rank that reported its own
+    error (MPI_Abort) or ranks that were interrupted together need no line."""
+
+    def __init__(self, n: int, out):
+        self.n, self.out = n, out
+        self.block: list[str] | None = None
+        self.said = False
+
+    def feed_line(self, line: str):
+        bare = line.rstrip("\r\n")
+        if bare == _OMPI_RULE:
+            if self.block is None:
+                self.block = []
+            else:
+                self.summarise(self.block)
+                self.block = None
+            return
+        if self.block is not None:
+            self.block.append(bare)
+        elif "ORTE_ERROR_LOG" not in bare:
+            self.out.write(line)
+            self.out.flush()
+
+    def summarise(self, block: list[str]):
+        text = " ".join(x.strip() for x in block)
+        if self.said or "MPI_ABORT was invoked" in text or "Primary job" in text:
+            return
+        m = re.search(r"process rank (\d+) .*exited on signal (\d+) \(([^)]*)\)", text)
+        if m:
+            line = (f"launch: MPI rank {m.group(1)} of {self.n} was killed by signal {m.group(2)} ({m.group(3)}); "
+                    f"mpiexec stopped the other ranks")
+        else:
+            m = re.search(r"Process name: \[\[\d+,\d+\],(\d+)\].*Exit code: +(\d+)", text)
+            if m and int(m.group(2)) == EXIT_INTERRUPTED:
+                return
+            if m:
+                line = (f"launch: MPI rank {m.group(1)} of {self.n} exited with status {m.group(2)}; mpiexec stopped "
+                        f"the other ranks")
+            else:  # another notice (e.g. a start-up problem): say it, on one line
+                line = f"launch: mpiexec: {text}"
+        self.said = True
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def pump(self, stream):
+        """Copy ``stream`` (bytes) line by line; partial lines (progress bars) are written at once."""
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        pending = ""
+        while True:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                break
+            pending += decode(chunk)
+            while "\n" in pending:
+                line, pending = pending.split("\n", 1)
+                self.feed_line(line + "\n")
+            if pending and self.block is None and not pending.startswith("-"):
+                self.out.write(pending)
+                self.out.flush()
+                pending = ""
+        pending += decode(b"", final=True)
+        if pending:
+            self.feed_line(pending)
+        if self.block:
+            self.summarise(self.block)
+
+
+def launch_mpi(n: int, words: list[str], mpiexec: str | None = None) -> int:
+    """Run ``words`` over ``n`` MPI ranks on this machine (see the module docstring); the exit status."""
+    if n < 1:
+        raise UserError(f"--mpi must be at least 1, got {n}")
+    cmd = command(words)
+    if cmd[0] == sys.executable:
+        import importlib.util
+
+        if importlib.util.find_spec("mpi4py") is None:
+            raise UserError(f"--mpi needs mpi4py in {sys.executable}; {MPI_INSTALL}")
+    full = mpiexec_command(n, cmd, mpiexec)
+    try:
+        proc = subprocess.Popen(full, stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as e:
+        raise UserError(f"cannot start {full[0]!r}: {e.strerror}") from None
+    notices = _OmpiNotices(n, sys.stderr)
+    pump = threading.Thread(target=notices.pump, args=(proc.stderr,), daemon=True)
+    pump.start()
+    interrupts = 0
+
+    def forward(signum, frame):
+        nonlocal interrupts
+        interrupts += 1
+        if proc.poll() is None:  # first: every rank stops after this iteration; then: mpiexec stops them now
+            proc.send_signal(signal.SIGUSR1 if interrupts == 1 else signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, forward)
+    try:
+        while proc.poll() is None:
+            time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    pump.join(timeout=10)
+    return _code(proc.returncode)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     words = []
@@ -124,11 +266,16 @@ def main(argv=None) -> int:
         argv, words = argv[:k], argv[k + 1:]
     p = argparse.ArgumentParser(prog="rsrp-sim launch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--local", type=int, required=True, metavar="N", help="processes to start on this machine")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--local", type=int, metavar="N", help="processes to start on this machine (jax.distributed)")
+    how.add_argument("--mpi", type=int, metavar="N", help="MPI ranks to start on this machine (mpiexec -n N; the "
+                                                          "NEURON methods)")
     p.add_argument("--devices-per-process", type=int, default=1, metavar="K",
                    help="CPU devices each process sees (default 1)")
     p.add_argument("--port", type=int, default=None, help="the coordinator's port (default: a free one)")
     p.add_argument("--grace", type=float, default=30.0, metavar="S",
                    help="seconds the other processes get to stop after one failed (default 30)")
     args = p.parse_args(argv)
+    if args.mpi is not None:
+        return launch_mpi(args.mpi, words)
     return launch(args.local, words, args.port, args.devices_per_process, args.grace)

@@ -6,6 +6,7 @@
     python -m rsrp_sim.protocols.mnist net=cnn --preset paper-cnn                  # binary CNN (GPU)
     python -m rsrp_sim.protocols.mnist --preset paper download=true                # pop 20480, 5000 generations
     python -m rsrp_sim.protocols.mnist --method stdp-dc --data-dir ../shared/data/mnist   # Diehl & Cook, N_e 100
+    mpiexec -n 4 python -m rsrp_sim.protocols.mnist --method stdp-dc --preset paper       # over 4 MPI ranks
 """
 from __future__ import annotations
 

@@ -20,6 +20,12 @@ Every iteration and every evaluation starts the simulation afresh (cells at rest
 seeded by (seed, iteration)) from the weights and thresholds in the state, so a resumed run
 continues exactly as an uninterrupted one.  The checkpoint holds the weights, theta, labels and the
 window of training responses.
+
+Over MPI ranks (``mpiexec -n N python -m rsrp_sim.protocols.mnist --method stdp-dc``) every rank runs
+this method on its part of the network (:mod:`.dc_network`): the spike counts of each presentation
+and the weights and theta at the end of an iteration are gathered to every rank, so the state, the
+labels and the records are the same on all of them and rank 0 writes them.  The numbers do not depend
+on the number of ranks, and a run may be resumed with another number.
 """
 from __future__ import annotations
 
@@ -81,6 +87,7 @@ class DiehlCook(Method):
     iterations_key = "examples"
     steps_field = "examples"
     curve_labels = ("running training accuracy (previous labels)", "validation accuracy (frozen network)")
+    mpi_ranks = True  # NEURON's ParallelContext splits the cells over the MPI ranks
 
     def __init__(self, config, seed: int):
         super().__init__(config, seed)
@@ -93,6 +100,13 @@ class DiehlCook(Method):
         self.n_classes = self.ds.n_classes
         inp = self.model["input"]
         self.unit_rate = float(inp["rate_full_scale_hz"]) / self.ds.scale  # Hz per pixel value per intensity
+        from .dc_network import DCNetwork
+        from .ranks import context
+
+        pc = context()
+        if int(pc.nhost()) > 1:
+            pc.barrier()  # (the ranks get here together: a refusal every rank makes is said once, by rank 0)
+        DCNetwork.check(self.model, self.n_exc, int(pc.nhost()))  # before a run folder exists
         self._net = None
         from . import mechanisms
 
@@ -168,10 +182,13 @@ class DiehlCook(Method):
         return int(self._perm[j])
 
     def step(self, state):
+        from . import ranks
+
         cfg = self.config
         it = int(state["iteration"]) + 1
         t0 = time.perf_counter()
         self._load(state, learning=True, stream=it)
+        comm0 = ranks.COMM["s"] + float(self.net.pc.wait_time())
         seen = int(state["examples"])
         n = min(cfg.examples_per_iteration, cfg.examples - seen)
         responses, labels = state["responses"].copy(), state["labels"].copy()
@@ -190,6 +207,7 @@ class DiehlCook(Method):
         have = labels >= 0
         assignments = assign_labels(responses[have], labels[have], self.n_classes)
         sim_s = time.perf_counter() - t0
+        comm_s = ranks.COMM["s"] + float(net.pc.wait_time()) - comm0
         new = dict(state, weights=net.weights, theta=net.read_theta(), assignments=assignments,
                    responses=responses, labels=labels, iteration=np.int64(it), examples=np.int64(seen + n),
                    presentations=np.int64(int(state["presentations"]) + shown))
@@ -197,7 +215,8 @@ class DiehlCook(Method):
         eval_score = self.score(new, "val")[0] if due else float("nan")
         rec = {"iteration": it, "examples": seen + n, "train_score": correct / max(n, 1), "eval_score": eval_score,
                "presentations": int(new["presentations"]), "repeats": shown - n,
-               "train_pres_per_s": shown / max(sim_s, 1e-9), "mean_spikes": spikes / max(n, 1),
+               "train_pres_per_s": shown / max(sim_s, 1e-9), "comm_share": comm_s / max(sim_s, 1e-9),
+               "mean_spikes": spikes / max(n, 1),
                "theta_mean": float(np.mean(new["theta"]) - float(self.model["exc"]["theta_offset"])),
                "labelled": int((assignments >= 0).sum())}
         return new, rec
