@@ -153,10 +153,15 @@ RANK1_FAILS = """
 import sys, time
 from rsrp_sim.infra import distributed
 from rsrp_sim.infra.errors import UserError
-from rsrp_sim.protocols.base import _error
+from rsrp_sim.infra.cli import guard
+from rsrp_sim.protocols.base import _say_on_ranks
 c = distributed.start_ranks()
+
+def fail():
+    raise UserError("the data folder /nowhere is not readable on this host")
+
 if c.process_id == 1:
-    sys.exit(_error(UserError("the data folder /nowhere is not readable on this host"), 2))
+    sys.exit(guard(fail, say=_say_on_ranks))
 distributed.barrier("never")  # rank 0 waits for rank 1, which left
 print("rank 0 went on", flush=True)
 """

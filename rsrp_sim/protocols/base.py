@@ -479,6 +479,8 @@ class Protocol:
                 method, backend = saved["method"], saved["backend"]
             except (OSError, yaml.YAMLError, KeyError, TypeError):
                 return None
+            if not (isinstance(method, str) and isinstance(backend, str)):
+                return None  # the resume itself names what is wrong with config.yaml
         try:
             spec = self.method(method or next(iter(self.methods)))
             return self.method_class(spec, backend or spec.default_backend)
@@ -589,12 +591,6 @@ class StopRun(Exception):
     def __init__(self, status: str = "stopped", message: str = ""):
         super().__init__(message or status)
         self.status = status
-
-
-def _check_processes(cls, method: str, backend: str):
-    if distributed.process_count() > 1 and not cls.multi_process:
-        raise UserError(f"{method} on the {backend} back-end runs in one process; start it without rsrp-sim "
-                        f"launch / --num-processes (the population methods on jax split over processes)")
 
 
 def check_seed(seed) -> int:
