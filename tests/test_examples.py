@@ -71,3 +71,30 @@ def test_nwb_tutorial_compares_rsrp_with_stdp_through_neo_and_elephant(tmp_path)
         assert np.allclose(s["cvs"], cvs)
         assert f"{name:<22} all" in out
     assert (tmp_path / "runs/nwb_tutorial/rates_cv.png").stat().st_size > 5000
+
+
+def test_rsrp_against_rstdp_tutorial_compares_both_methods(tmp_path):
+    pytest.importorskip("neuron")
+    out, _ = run_example(tmp_path, "rsrp_vs_rstdp.py", "1", "3", "40")
+    lines = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines() if "[" in line and "]" in line}
+    assert "rsrp [jax]" in lines and "rstdp [netpyne]" in lines, out
+    assert (tmp_path / "runs" / "rsrp_vs_rstdp" / "compare.png").stat().st_size > 10_000
+    for method in ("rsrp", "rstdp"):
+        rows = read_metrics(next((tmp_path / "runs" / "rsrp_vs_rstdp" / method).glob("s*")) / "metrics.csv")
+        assert rows and all(r["eval_score"] > 0 for r in rows)
+
+
+def test_distributed_tutorial_gets_the_same_numbers_three_ways(tmp_path):
+    out, _ = run_example(tmp_path, "distributed_cartpole.py", "2")
+    assert "the same numbers in all three: True" in out
+
+
+def test_sweep_tutorial_runs_continues_and_names_the_best_trial(tmp_path):
+    pytest.importorskip("optuna")
+    import json
+
+    out, _ = run_example(tmp_path, "sweep_lr.py", "2", "2")
+    best = json.loads((tmp_path / "runs" / "sweep_tutorial" / "best.json").read_text())
+    assert best["trials"] == 3 and best["states"]["COMPLETE"] == 3  # two, then one more on the re-run
+    assert 0.01 <= best["best"]["params"]["lr"] <= 0.3
+    assert len(list((tmp_path / "runs" / "sweep_tutorial" / "trials").iterdir())) == 3
