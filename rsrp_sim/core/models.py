@@ -60,7 +60,7 @@ def _check_numbers(node, prefix: str):
 
 @dataclasses.dataclass(frozen=True)
 class SNNConstants:
-    """ConnSNN / DenseSNN constants for one task (SPEC §3.1-3.2) and the derived quantities."""
+    """ConnSNN / DenseSNN constants for one task (:ref:`science-models`) and the derived quantities."""
 
     name: str
     connectivity: str

@@ -1,16 +1,16 @@
-"""Classification rewards (SPEC §3.3): one scalar per network from its logits on a minibatch.
+"""Classification rewards (:ref:`science-models`): one scalar per network from its logits on a minibatch.
 
 Every function takes ``logits`` of shape (..., B, C) and integer labels (..., B) and returns the
 reward with shape (...), so a population's logits (P, B, C) give P rewards.  NumPy and JAX arrays
 alike (also inside ``jit``).
 
-``softrecall`` (default)  per example a / (a + c), a = 5, c = number of classes whose logit is >= the
-                          true class's logit (the true class included, so a top-1 hit scores 5/6),
-                          macro-averaged over the classes present in the minibatch
-``softacc``               plain mean of the same per-example score
-``accuracy``              mean(argmax == label)
-``recall``                macro-averaged recall of the argmax prediction over the classes present
-``neg_cross_entropy``     mean log-probability of the true class (minus the cross-entropy)
+- ``softrecall`` (default): per example a / (a + c), a = 5, c = number of classes whose logit is
+  >= the true class's logit (the true class included, so a top-1 hit scores 5/6), macro-averaged
+  over the classes present in the minibatch
+- ``softacc``: plain mean of the same per-example score
+- ``accuracy``: mean(argmax == label)
+- ``recall``: macro-averaged recall of the argmax prediction over the classes present
+- ``neg_cross_entropy``: mean log-probability of the true class (minus the cross-entropy)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The RSRP rule, written once for every back-end (SPEC §1).
+"""The RSRP rule, written once for every back-end (the docs' science page, :ref:`science-rule`).
 
 Every plastic synapse has a release probability ``p`` in ``[eps, 1 - eps]``.  A trial draws a
 release pattern ``z ~ Bernoulli(p)``; the natural gradient of ``J(p) = E[R(z)]`` under the Fisher
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-3  #: default clip margin of p (SPEC §1)
+EPS = 1e-3  #: default clip margin of p
 P_INIT = 0.5  #: default initial release probability
 
 
@@ -120,7 +120,7 @@ def clip_p(p, eps: float = EPS):
 def natural_gradient(shaped, z, p):
     """Trial-mode estimate ``mean_k shaped_k * (z_k - p)``.
 
-    ``shaped``: (N,) shaped rewards; ``z``: (N, *p.shape) release patterns (bool or 0/1);
+    ``shaped``: (N,) shaped rewards; ``z``: ``(N, *p.shape)`` release patterns (bool or 0/1);
     ``p``: release probabilities.  Computed as ``(shaped @ z) / N - mean(shaped) * p`` so no
     (N, *p.shape) float temporary is formed.
     """
@@ -194,7 +194,7 @@ def spike_eligibility(releases, p):
 def spike_gradient_sum(shaped, eligibility, counts):
     """Un-normalised spike-mode estimate ``sum_k shaped_k * e_k / max(n_k, 1)`` (for chunks).
 
-    ``eligibility``, ``counts``: (N, *p.shape) per trial ``e = sum(r - p)`` and spike count ``n``.
+    ``eligibility``, ``counts``: ``(N, *p.shape)`` per trial ``e = sum(r - p)`` and spike count ``n``.
     """
     xp = _xp(shaped, eligibility, counts)
     shaped = xp.asarray(shaped, dtype=xp.float32)

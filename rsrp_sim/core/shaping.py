@@ -1,14 +1,15 @@
-"""Reward regularisation (SPEC §2): transforms of a population's raw rewards f_1..f_N.
+"""Reward regularisation (:ref:`science-shaping`): transforms of a population's raw rewards f_1..f_N.
 
 Every transform is a pure function ``shape(f, state) -> (shaped, state)`` so that stateful ones
 (``baseline``, ``sigmoid``) can be checkpointed; the state is a small dict of floats.  All work on
 NumPy arrays and on JAX arrays (also inside ``jit``).
 
-``centered_rank``  rank(f)/(N-1) - 0.5 in [-0.5, 0.5]; ties averaged (default) or broken by index;
-                   ``unit_variance=True`` multiplies by sqrt(12) (the classification setting).
-``raw``            f unchanged.
-``baseline``       f - b, b = previous generation's mean (first generation b = 0) or an EMA.
-``sigmoid``        sigmoid(10 (f - b)) with the same baseline.
+- ``centered_rank``: rank(f)/(N-1) - 0.5 in [-0.5, 0.5]; ties averaged (default) or broken by
+  index; ``unit_variance=True`` multiplies by sqrt(12) (the classification setting).
+- ``raw``: f unchanged.
+- ``baseline``: f - b, b = previous generation's mean (first generation b = 0) or an EMA.
+- ``sigmoid``: sigmoid(10 (f - b)) with the same baseline.
+
 Ranking scope: ``chunks=k`` ranks each of k equal consecutive chunks separately.
 """
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """The classification task: shared keys, the RSRP population method, the end-of-run test report.
 
 RSRP, one generation (:func:`~rsrp_sim.engine.population.generation`):
-  1. one minibatch of the training split, shared by every population member (or, with
-     ``minibatch=per_member``, an independent random minibatch per member, drawn by the evaluator);
-  2. the population is sampled chunk by chunk (masks z ~ B(p)); each member's logits on its
-     minibatch give its reward (:mod:`rsrp_sim.core.rewards`);
-  3. the rewards of the whole population are shaped (centred rank x sqrt(12) by default);
-  4. the gradient mean(R~ (z - p)) is accumulated chunk by chunk (a population that fits in one
-     chunk keeps its masks instead of regenerating them), one optimiser step.
+
+1. one minibatch of the training split, shared by every population member (or, with
+   ``minibatch=per_member``, an independent random minibatch per member, drawn by the evaluator);
+2. the population is sampled chunk by chunk (masks z ~ B(p)); each member's logits on its
+   minibatch give its reward (:mod:`rsrp_sim.core.rewards`);
+3. the rewards of the whole population are shaped (centred rank x sqrt(12) by default);
+4. the gradient mean(R~ (z - p)) is accumulated chunk by chunk (a population that fits in one
+   chunk keeps its masks instead of regenerating them), one optimiser step.
+
 Every ``eval_every`` generations and at the end, the deterministic network (p > 0.5) is scored on
 the validation split; the test split is used once, by :meth:`RSRPClassify.finalize`.
 
