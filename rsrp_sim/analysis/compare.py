@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ..infra.cli import DEBUG_HELP, Parser, guard
+from ..infra.cli import DEBUG_HELP, Parser, run_command
 from ..infra.errors import UserError
-from ..infra.records import CONFIG, METRICS, read_metrics, read_summary
+from ..infra.records import CONFIG, METRICS, read_metrics, read_summary, read_yaml
 
 
 def expand(paths) -> list[Path]:
@@ -41,12 +40,7 @@ def load_run(path: Path) -> dict[str, Any]:
     """A run folder's ``config.yaml``, ``metrics.csv`` rows and ``summary.json`` (a damaged one is a
     one-line :class:`UserError`)."""
     path = Path(path)
-    try:
-        cfg = yaml.safe_load((path / CONFIG).read_bytes().decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path / CONFIG} is not valid YAML ({str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path / CONFIG} ({e.strerror})") from None
+    cfg = read_yaml(path / CONFIG)
     if not isinstance(cfg, dict):
         raise UserError(f"{path / CONFIG} is not a run record")
     for key, tp in (("protocol", str), ("method", str), ("backend", str), ("config", dict)):
@@ -169,11 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--by", default=None, help="group by this config key (e.g. shaping) instead of method")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return guard(lambda: _main(args), debug=args.debug)
+    return run_command(p, argv, _main)
 
 
 def _main(args) -> int:

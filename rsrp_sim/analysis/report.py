@@ -20,7 +20,7 @@ import yaml
 
 from . import plots
 from .compare import common_threshold, expand, group_runs, labels, load_runs, table
-from ..infra.cli import DEBUG_HELP, Parser, guard
+from ..infra.cli import DEBUG_HELP, Parser, run_command
 from ..infra.errors import UserError
 from ..infra.records import NOT_WRITABLE, atomic_write_bytes, inside, json_bytes, safe_name, writing
 
@@ -159,11 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="report folder (index.html and PNG figures)")
     p.add_argument("--force", action="store_true", help="overwrite the files of an existing report in --out")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return guard(lambda: _main(args), debug=args.debug)
+    return run_command(p, argv, _main)
 
 
 def _main(args) -> int:

@@ -48,3 +48,13 @@ def guard(fn, debug: bool = False, say=_say) -> int:
     except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback with --debug
         return fail(f"unexpected {type(e).__name__}: {e} (an internal error; rerun with --debug to see the "
                     f"traceback)", EXIT_INTERNAL)
+
+
+def run_command(parser: argparse.ArgumentParser, argv, fn, intermixed: bool = False, say=_say) -> int:
+    """Parse ``argv`` with ``parser`` and run ``fn(args)`` under :func:`guard`; ``--help`` and argument
+    errors return their exit status (0 and 2).  ``intermixed``: options may follow positionals."""
+    try:
+        args = (parser.parse_intermixed_args if intermixed else parser.parse_args)(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return guard(lambda: fn(args), debug=getattr(args, "debug", False), say=say)

@@ -108,6 +108,16 @@ def clean_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML record file's content; a damaged or unreadable file is a one-line :class:`UserError`."""
+    try:
+        return yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror})") from None
+
+
 def jsonable(v):
     """``v`` with NumPy scalars as Python numbers, paths as strings and non-finite floats as None."""
     if isinstance(v, dict):
@@ -370,12 +380,7 @@ class RunDir:
         try:
             clean_temp_files(path)
             clean_temp_files(path / PLOTS)
-            try:
-                config = yaml.safe_load((path / CONFIG).read_bytes().decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise UserError(f"{path / CONFIG} is not valid YAML: {str(e).splitlines()[0]}") from None
-            except OSError as e:
-                raise UserError(f"cannot read {path / CONFIG} ({e.strerror})") from None
+            config = read_yaml(path / CONFIG)
             with writing(path / PLOTS, NOT_WRITABLE):
                 (path / PLOTS).mkdir(exist_ok=True)
         except BaseException:

@@ -19,9 +19,9 @@ import yaml
 
 from ..infra import assets
 from ..infra import config as configlib
-from ..infra.cli import DEBUG_HELP, Parser, guard
+from ..infra.cli import DEBUG_HELP, Parser, run_command
 from ..infra.errors import EXIT_INTERRUPTED, UserError, unknown
-from ..infra.records import NOT_WRITABLE, FolderLock, atomic_write_bytes, inside, safe_name, writing
+from ..infra.records import NOT_WRITABLE, FolderLock, atomic_write_bytes, inside, read_yaml, safe_name, writing
 from . import get
 from .groups import _remove_unstarted, check_seeds, parse_seeds, run_group, write_group_outputs
 
@@ -63,10 +63,7 @@ def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrid
             raise UserError(f"{folder} is not an ablation folder (no {META})")
         lock = FolderLock(folder, "ablation folder")
         try:
-            try:
-                meta = yaml.safe_load((folder / META).read_bytes().decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise UserError(f"{folder / META} is not valid YAML: {str(e).splitlines()[0]}") from None
+            meta = read_yaml(folder / META)
             seeds, preset, chosen, overrides = _check_meta(folder, meta, name, by_text)
         except BaseException:
             lock.release()
@@ -146,11 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    try:
-        args = p.parse_intermixed_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return guard(lambda: _main(args), debug=args.debug)
+    return run_command(p, argv, _main, intermixed=True)
 
 
 def _main(args) -> int:

@@ -44,7 +44,7 @@ from ..infra import config as configlib
 from ..infra import distributed
 from ..infra import recordings as recordlib
 from ..infra import tracking
-from ..infra.cli import DEBUG_HELP, Parser as _Parser, guard
+from ..infra.cli import DEBUG_HELP, Parser as _Parser, run_command
 from ..infra.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserError, WriteError, unknown
 from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, unflatten_state, writing
 
@@ -437,11 +437,7 @@ class Protocol:
         return p
 
     def main(self, argv=None) -> int:
-        try:
-            args = self.parser().parse_args(argv)
-        except SystemExit as e:  # --help, or a one-line argparse error (exit status 2)
-            return int(e.code or 0)
-        return guard(lambda: self._main(args), debug=args.debug, say=_say_on_ranks)
+        return run_command(self.parser(), argv, self._main, say=_say_on_ranks)
 
     def _main(self, args) -> int:
         _start_processes(self._requested_class(args), args)

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ..infra.errors import UserError
-from ..infra.records import CONFIG, LOCK, NOT_WRITABLE, FolderLock, atomic_write_bytes, read_summary, writing
+from ..infra.records import CONFIG, LOCK, NOT_WRITABLE, FolderLock, atomic_write_bytes, read_summary, read_yaml, writing
 from .base import MAX_SEED
 
 GROUP = "group.yaml"
@@ -127,10 +127,7 @@ def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, 
             raise UserError(f"{group} is not a multi-seed group folder (no {GROUP}); nothing to resume")
         lock = FolderLock(group, "group folder")
         try:
-            try:
-                doc = yaml.safe_load((group / GROUP).read_bytes().decode("utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise UserError(f"{group / GROUP} is not valid YAML: {str(e).splitlines()[0]}") from None
+            doc = read_yaml(group / GROUP)
             doc = check_group_doc(group, doc, protocol)
         except BaseException:
             lock.release()
