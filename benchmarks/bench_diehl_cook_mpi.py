@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine, write
+from _common import machine, run_worker, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -135,17 +135,7 @@ def latency_worker(intervals: int) -> int:
 
 
 def run_ranks(n: int, argv: list[str]) -> list[dict]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *argv]
-    if n > 1:
-        from rsrp_sim.protocols.launch import mpiexec_command
-
-        cmd = mpiexec_command(n, cmd)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if p.returncode != 0 or line is None:
-        raise SystemExit(f"{n} rank(s) failed (exit {p.returncode}): {p.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return run_worker(__file__, n, argv)
 
 
 def main(argv=None) -> int:

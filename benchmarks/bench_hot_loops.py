@@ -41,7 +41,6 @@ def timeit(fn, *args, reps=5):
 def gemm_peak():
     """GFLOP/s of a large float32 matmul and of a batched one shaped like the MLP's first layer."""
     import jax
-    import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048))
     t = timeit(jax.jit(lambda x: x @ x), a)

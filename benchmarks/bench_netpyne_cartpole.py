@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine, write
+from _common import machine, timed_psolve, write
 
 
 def main(argv=None) -> int:
@@ -42,24 +42,10 @@ def main(argv=None) -> int:
     state = method.init_state()
     t_build = time.perf_counter() - t0
 
-    psolve_s = [0.0]
-    real_pc = sim.pc
-
-    class _TimedPC:  # time NEURON's integration inside runSimWithIntervalFunc
-        def __getattr__(self, name):
-            return getattr(real_pc, name)
-
-        @staticmethod
-        def psolve(tstop):
-            t = time.perf_counter()
-            real_pc.psolve(tstop)
-            psolve_s[0] += time.perf_counter() - t
-
-    sim.pc = _TimedPC()
     wall = 0.0
     steps = episodes = 0
     rows = []
-    try:
+    with timed_psolve(sim) as psolve_s:  # NEURON's integration inside runSimWithIntervalFunc
         while episodes < args.episodes:
             t = time.perf_counter()
             state, rec = method.step(state)
@@ -67,8 +53,6 @@ def main(argv=None) -> int:
             rows.append(rec)
             episodes = rec["episodes"]
             steps = rec["env_steps"]
-    finally:
-        sim.pc = real_pc
     sim_s = sum(r["sim_s"] for r in rows)
     out = {
         "benchmark": "netpyne_cartpole_closed_loop",

@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import machine, write
+from _common import machine, run_worker, timed_psolve, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -43,29 +42,13 @@ def closed_loop(episodes: int, seed: int) -> dict:
                            seed)
     state = method.init_state()
     method.net  # (built here, not timed below)
-    psolve_s = [0.0]
-    real_pc = sim.pc
-
-    class _TimedPC:
-        def __getattr__(self, name):
-            return getattr(real_pc, name)
-
-        @staticmethod
-        def psolve(tstop):
-            t = time.perf_counter()
-            real_pc.psolve(tstop)
-            psolve_s[0] += time.perf_counter() - t
-
-    sim.pc = _TimedPC()
-    wall, steps, load0 = 0.0, 0, os.getloadavg()[0]
-    try:
+    wall, steps, load0, rec = 0.0, 0, os.getloadavg()[0], {}
+    with timed_psolve(sim) as psolve_s:
         while steps == 0 or rec["episodes"] < episodes:
             t = time.perf_counter()
             state, rec = method.step(state)
             wall += time.perf_counter() - t
             steps = rec["env_steps"]
-    finally:
-        sim.pc = real_pc
     model = method.model
     delays = [min(model["delay_ms"]), min(model["delay_ga2_ms"]), min(model["stim_delay_ms"]), 1.0]
     return {"episodes": int(rec["episodes"]), "actions": int(steps), "wall_s": round(wall, 3),
@@ -114,18 +97,8 @@ def overhead_worker(intervals: int, min_delay: float, action_ms: float, dt: floa
 
 
 def overhead(n: int, args, loop: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--intervals", str(args.intervals),
-           "--min-delay", str(loop["min_delay_ms"]), "--action-ms", str(loop["action_ms"]), "--dt", str(loop["dt_ms"])]
-    if n > 1:
-        from rsrp_sim.protocols.launch import mpiexec_command
-
-        cmd = mpiexec_command(n, cmd)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]))
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if p.returncode != 0 or line is None:
-        raise SystemExit(f"{n} rank(s) failed (exit {p.returncode}): {p.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return run_worker(__file__, n, ["--intervals", str(args.intervals), "--min-delay", str(loop["min_delay_ms"]),
+                                    "--action-ms", str(loop["action_ms"]), "--dt", str(loop["dt_ms"])])
 
 
 def main(argv=None) -> int:
