@@ -322,8 +322,9 @@ class Protocol:
                 rd.write_summary(self._summary(rd, info, rows, wall, "running"))
                 if tracker is not None:
                     tracker.log(rec, m.histograms(state))
+                bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")),
+                                refresh=False)  # drawn once, by update
                 bar.update(1)
-                bar.set_postfix(train=_short(rec.get("train_score")), eval=_short(rec.get("eval_score")))
                 for hook in hooks:
                     hook.iteration(rec)
         except KeyboardInterrupt:

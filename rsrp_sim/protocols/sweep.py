@@ -62,7 +62,7 @@ import yaml
 from ..infra import assets
 from ..infra import config as configlib
 from ..infra.errors import UserError, unknown
-from ..infra.records import atomic_write_bytes, read_metrics
+from ..infra.records import atomic_write_bytes, json_bytes, read_metrics
 
 SPACE_FORMS = "KEY=uniform(LOW,HIGH), KEY=loguniform(LOW,HIGH), KEY=int(LOW,HIGH), KEY=choice(A,B,...)"
 SAMPLERS = ("random", "tpe", "grid")
@@ -729,7 +729,7 @@ class Sweep:
                   "best": None if best is None else {"trial": best["trial"], "value": best["value"],
                                                      "params": best["params"], "seed": best.get("seed"),
                                                      "run_dir": best.get("run_dir")}}
-        atomic_write_bytes(self.folder / "best.json", (json.dumps(result, indent=2, default=str) + "\n").encode())
+        atomic_write_bytes(self.folder / "best.json", json_bytes(result))  # strict JSON: a NaN value is null
         return result
 
 
