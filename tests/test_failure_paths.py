@@ -818,3 +818,28 @@ def test_debug_shows_the_traceback_and_internal_errors_are_one_line(capsys, tmp_
     one_line(err, "unexpected RuntimeError: boom", "rerun with --debug")
     code, _, err = run_cli(capsys, "--debug", "--out", str(tmp_path / "r"))
     assert code == 1 and "Traceback" in err
+
+
+def test_a_bug_in_an_iteration_leaves_a_failed_resumable_folder(capsys, tmp_path, monkeypatch):
+    from rsrp_sim.engine import rl
+
+    real_step, calls = rl.RLPopulation.step, []
+
+    def step(self, state):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom in iteration 2")
+        return real_step(self, state)
+
+    monkeypatch.setattr(rl.RLPopulation, "step", step)
+    out = tmp_path / "r"
+    code, _, err = run_cli(capsys, "--out", str(out), "generations=3", *TINY)
+    assert code == 1
+    one_line(err, "unexpected RuntimeError: boom in iteration 2", "rerun with --debug")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and "boom in iteration 2" in summary["error"]
+    assert [r["iteration"] for r in read_metrics(out / "metrics.csv")] == [1]
+    code, _, err = run_cli(capsys, "--out", str(out), "--resume")
+    assert code == 0, err
+    assert [r["iteration"] for r in read_metrics(out / "metrics.csv")] == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"

@@ -285,7 +285,7 @@ class Protocol:
                 rd.discard()  # a run that never started leaves no folder behind
             raise
         committed = (state, start, wall)
-        status, failure = "completed", None
+        status, failure, unexpected = "completed", None, None
         defer = _DeferSigint()
         bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it",
                    disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
@@ -339,6 +339,8 @@ class Protocol:
             status, failure = "failed", e
         except distributed.LOST_PROCESS_ERRORS as e:  # another process of the run died
             status, failure = "failed", UserError(distributed.lost_process_message(e))
+        except Exception as e:  # a bug: the folder is still saved as failed (resumable), then it propagates
+            status, failure, unexpected = "failed", e, e
         finally:
             bar.close()
             ctrl_c.close()
@@ -347,6 +349,8 @@ class Protocol:
             if tracker is not None:
                 tracker.close(self._summary(rd, info, [], wall, "failed"))
             rd.discard(also=tracking.LOGGERS[1:])  # the trackers' folders (tensorboard/, wandb/)
+            if unexpected is not None:
+                raise unexpected
             raise RunFailed(f"{_failure_text(failure)} (nothing was recorded; the run folder {rd.path} was "
                             f"removed)")
         with defer:  # a second Ctrl-C cannot tear what is being saved
@@ -382,6 +386,8 @@ class Protocol:
             failure = _saving(failure, rd.write_summary, summary)
         if tracker is not None:
             tracker.close(summary)
+        if unexpected is not None:
+            raise unexpected
         if failure is not None:
             raise RunFailed(f"{_failure_text(failure)} [run folder {rd.path}; "
                             + ("nothing was lost: free space, then continue with --resume]" if _disk_full(failure)
