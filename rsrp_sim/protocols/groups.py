@@ -15,6 +15,7 @@ import csv
 import io
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -222,9 +223,10 @@ def _summary(d: Path) -> dict:
 
 
 def _parallel(protocol, method, backend, preset, todo, overrides, jobs, bar) -> bool:
-    """Each seed in its own process (``--quiet``); at most ``jobs`` at once."""
+    """Each seed in its own process (``--quiet``); at most ``jobs`` at once.  A process's stderr goes to
+    a temporary file (a pipe read only at the end would block a process that writes a lot)."""
     pending = list(todo)
-    running: list[tuple[subprocess.Popen, int]] = []
+    running: list[tuple[subprocess.Popen, int, Any]] = []
     failed = []
     try:
         while pending or running:
@@ -233,21 +235,25 @@ def _parallel(protocol, method, backend, preset, todo, overrides, jobs, bar) -> 
                 cmd = [sys.executable, "-m", protocol.module, "--quiet", "--out", str(d)]
                 cmd += ["--resume"] if st is not None else ["--method", method, "--backend", backend, "--preset",
                                                             preset, "--seed", str(seed), *overrides_to_args(overrides)]
-                running.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-                                seed))
+                log = tempfile.TemporaryFile()
+                running.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log), seed, log))
             time.sleep(0.2)
-            for proc, seed in list(running):
+            for entry in list(running):
+                proc, seed, log = entry
                 if proc.poll() is not None:
-                    running.remove((proc, seed))
+                    running.remove(entry)
                     bar.update(1)
+                    log.seek(0)
+                    err = log.read().decode("utf-8", "replace").strip().splitlines()
+                    log.close()
                     if proc.returncode != 0:
-                        err = (proc.stderr.read() or "").strip().splitlines()
                         failed.append(f"seed {seed}: {err[-1] if err else f'exit status {proc.returncode}'}")
     except KeyboardInterrupt:
-        for proc, _ in running:
+        for proc, _, _ in running:
             proc.send_signal(2)
-        for proc, _ in running:
+        for proc, _, log in running:
             proc.wait()
+            log.close()
         return True
     if failed:
         raise UserError("; ".join(failed))
