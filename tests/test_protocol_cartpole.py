@@ -181,6 +181,19 @@ def test_console_script_and_module_list_protocols():
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rsrp_sim"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert "cartpole" in out.stdout and "rsrp-reservoir" in out.stdout and "es " in out.stdout
+    from rsrp_sim.__main__ import SUBCOMMANDS
+
+    lines = out.stdout.splitlines()
+    for name, sub in SUBCOMMANDS.items():  # every subcommand, with its one line of help
+        assert any(ln.split()[:1] == [name] and sub.help in ln for ln in lines), (name, out.stdout)
+    assert {"compare", "report", "ablations", "sweep", "launch"} <= set(SUBCOMMANDS)
+
+
+def test_options_and_overrides_may_be_mixed(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "lr=0.2", "--out", str(tmp_path / "r"), "generations=1", "--seed", "4", *TINY)
+    assert code == 0, err
+    doc = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert doc["seed"] == 4 and doc["config"]["lr"] == 0.2 and doc["config"]["generations"] == 1
 
 
 def _ov(*items):

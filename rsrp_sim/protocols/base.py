@@ -444,7 +444,7 @@ class Protocol:
         return p
 
     def main(self, argv=None) -> int:
-        return run_command(self.parser(), argv, self._main, say=_say_on_ranks)
+        return run_command(self.parser(), argv, self._main, intermixed=True, say=_say_on_ranks)
 
     def _main(self, args) -> int:
         _start_processes(self._requested_class(args), args)
