@@ -103,6 +103,15 @@ def test_resume_can_extend_but_not_change_the_config(tmp_path, capsys):
     assert [r["iteration"] for r in read_metrics(out / "metrics.csv")] == [1, 2]
 
 
+def test_resume_with_fewer_iterations_than_done_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "--out", str(run), "generations=2", *TINY)[0] == 0
+    before = (run / "metrics.csv").read_bytes(), (run / "summary.json").read_bytes()
+    code, _, err = run_cli(capsys, "--out", str(run), "--resume", "generations=1")
+    assert code == 2 and "generations=1 is fewer than the run has done (2 iterations)" in err
+    assert ((run / "metrics.csv").read_bytes(), (run / "summary.json").read_bytes()) == before
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path, capsys):
     out = tmp_path / "r"
     PROTOCOL.run("rsrp", out=out, overrides=_ov("generations=1"), progress=False)
