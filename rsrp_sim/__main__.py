@@ -9,6 +9,7 @@ Exit statuses: 0 done, 2 bad input or environment, 3 a run that started and fail
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -71,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("list", "ls"):
-        return cmd_list()
+        try:
+            return cmd_list()
+        except BrokenPipeError:  # `rsrp-sim | head`: the reader has gone, nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     return guard(lambda: _dispatch(args[0], args[1:]), debug="--debug" in args)
 
 
