@@ -47,14 +47,13 @@ from ..infra import tracking
 from ..infra.cli import DEBUG_HELP, Parser as _Parser, run_command
 from ..infra.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UserError, WriteError, unknown
 from ..infra.records import CONFIG, NOT_WRITABLE, NullRunDir, RunDir, atomic_write_bytes, unflatten_state, writing
+from .groups import MAX_SEED, parse_seeds, run_group
 
 __all__ = ["MethodSpec", "Protocol", "RunFailed", "RunInfo", "StopRun", "summary_line", "check_seed", "EXIT_USAGE",
            "EXIT_FAILED", "EXIT_INTERRUPTED", "RUN_FORMAT", "MAX_SEED"]
 
 #: version of the run-folder format; 2: pop_size counts sampled members only (eval_size on top)
 RUN_FORMAT = 2
-#: seeds are integers in [0, MAX_SEED)
-MAX_SEED = 2**32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,7 +494,6 @@ class Protocol:
 
     def _main_group(self, args, overrides) -> int:
         from ..analysis.compare import format_table
-        from .groups import parse_seeds, run_group
 
         group, summaries, table = run_group(self, args.method, args.backend, args.preset,
                                                   parse_seeds(args.seeds), args.out, args.resume, overrides,

@@ -24,12 +24,14 @@ import yaml
 
 from ..infra.errors import UserError
 from ..infra.records import CONFIG, LOCK, NOT_WRITABLE, FolderLock, atomic_write_bytes, read_summary, read_yaml, writing
-from .base import MAX_SEED
 
 GROUP = "group.yaml"
 #: the most seeds one group (or one value of an ablation) may have
 MAX_SEEDS = 1000
 _SEEDS_FORMAT = "comma-separated integers >= 0 or ranges like 0-4"
+
+#: seeds are integers in [0, MAX_SEED)
+MAX_SEED = 2**32
 
 
 def parse_seeds(text: str) -> list[int]:
