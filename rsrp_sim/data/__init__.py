@@ -1,7 +1,7 @@
 """Classification data sets: MNIST-format IDX folders, scikit-learn's 8x8 digits, CIFAR-10.
 
     from rsrp_sim import data
-    ds = data.load("mnist", data_dir="../shared/data/mnist")   # or $RSRP_SIM_DATA, or the user cache
+    ds = data.load("mnist", data_dir="data/mnist")   # or $RSRP_SIM_DATA, or the user cache
     ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test  # uint8 (N, H, W, C), int32 (N,)
 
 Where the files are looked for: ``data_dir`` (the ``--data-dir`` option), else ``$RSRP_SIM_DATA``,

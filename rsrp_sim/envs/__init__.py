@@ -81,7 +81,7 @@ def output_dim(env) -> int:
 
 
 def decode_action(xp, env, y):
-    """Network output ``y`` (..., output_dim) to an environment action (SPEC §3.1 read-outs)."""
+    """Network output ``y`` (..., output_dim) to an environment action (the read-outs of :ref:`science-models`)."""
     if env.action_kind == "discrete":
         if env.n_actions == 2:
             return (y[..., 0] > 0).astype(xp.int32)  # push right when positive

@@ -1,4 +1,4 @@
-"""Classification networks whose connections are Bernoulli masks (SPEC §3.3), and their real twins.
+"""Classification networks whose connections are Bernoulli masks (see :ref:`science-models`), and their real twins.
 
 A :class:`NetSpec` (built from ``models/mlp_*.yaml`` / ``cnn_*.yaml`` and an E/I preset) fixes the
 architecture.  The RSRP networks have one {0,1} mask per layer; :meth:`NetSpec.mask_weights` turns

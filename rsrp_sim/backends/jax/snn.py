@@ -1,4 +1,4 @@
-"""ConnSNN and DenseSNN in JAX (SPEC §3.1-3.2): one network, explicit state, ``vmap`` for populations.
+"""ConnSNN and DenseSNN in JAX (see :ref:`science-models`): one network, explicit state, ``vmap`` for populations.
 
 Per environment step (input current held for all substeps)::
 

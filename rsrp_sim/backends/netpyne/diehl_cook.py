@@ -1,6 +1,6 @@
 """stdp-dc: the Diehl & Cook (2015) unsupervised STDP network on NEURON, as a classification method.
 
-One iteration = ``examples_per_iteration`` training presentations (SPEC §6, reference-experiments §3):
+One iteration = ``examples_per_iteration`` training presentations (see :ref:`science-baselines`):
 before each one the input weights of every excitatory neuron are normalised to the column sum, the
 image drives the Poisson inputs at ``pixel / scale * 31.875 Hz * intensity`` for 350 ms, then 150 ms
 of rest; fewer than 5 excitatory spikes raise the intensity by 1 and present the example again.
