@@ -100,7 +100,7 @@ class Method(abc.ABC):
         iteration (``logger=tensorboard|wandb``), e.g. the release probabilities ``p``."""
         return {}
 
-    def close(self):
+    def close(self):  # noqa: B027 - a hook with nothing to do by default, not an abstract method
         """Release what the method holds (simulator processes, build folders)."""
 
 
@@ -125,7 +125,7 @@ class EvaluatedMethod(Method):
         made = cls.__dict__.get("_with_evaluator")
         if made is None:
             made = {}
-            setattr(cls, "_with_evaluator", made)
+            cls._with_evaluator = made
         if evaluator not in made:
             config = compose(f"{cls.__name__}_{evaluator.__name__}_Config", evaluator.Config, cls.BaseConfig)
             made[evaluator] = type(f"{cls.__name__}[{evaluator.__name__}]", (cls,),

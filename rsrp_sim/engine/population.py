@@ -46,8 +46,9 @@ from ..infra.errors import UserError
 from ..core import rule
 from ..core import shaping as shaping_lib
 
-__all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
-           "Strategy", "RSRP", "RSRPState", "ES", "ESState", "generation", "p_metrics", "pytree_dataclass"]
+__all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members",
+           "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward", "Strategy", "RSRP", "RSRPState", "ES",
+           "ESState", "generation", "p_metrics", "pytree_dataclass"]
 
 
 def pytree_dataclass(cls):
@@ -170,7 +171,7 @@ class EvalResult:
     fitness: Any
     eligibility: Optional[dict] = None
     extras: dict = dataclasses.field(default_factory=dict)
-    deterministic: Optional["EvalResult"] = None
+    deterministic: Optional[EvalResult] = None
 
 
 class NonFiniteReward(UserError):

@@ -14,7 +14,8 @@ An evaluator for RL tasks is a class with a ``Config`` dataclass (its own keys) 
 
 whose results carry ``extras`` with ``env_steps`` (steps taken by real members), ``episodes`` and
 ``spikes`` per member, ``t`` (the loop's length), ``obs_n``/``obs_sum``/``obs_sq`` (what the
-normaliser learns from; the sums as rows of blocks of environments, added here in order).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
+normaliser learns from; the sums as rows of blocks of environments, added here in order).  See
+``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ class RLPopulation(EvaluatedMethod):
         self.const = SNNConstants.from_model(cfg.model, self.env.obs_dim, envs.output_dim(self.env),
                                              cfg.model_overrides)
         if self.const.connectivity != self.connectivity:
-            kind = {"bernoulli": "Bernoulli connectivity (e.g. conn_snn)", "real": "real-valued weights (e.g. dense_snn)"}
+            kind = {"bernoulli": "Bernoulli connectivity (e.g. conn_snn)",
+                    "real": "real-valued weights (e.g. dense_snn)"}
             raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
         self.strategy = self.make_strategy()
         self.layout = cfg.layout(self.strategy.multiple)

@@ -7,11 +7,12 @@ Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``na
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..infra.errors import UserError, unknown
 from .base import EnvCheckError, check_env, gymnasium_threshold
 from .cartpole import CartPole
+
+__all__ = ["NATIVE", "register", "list_envs", "make", "reward_threshold", "output_dim", "decode_action",
+           "scale_action", "check_env", "EnvCheckError", "CartPole"]
 
 #: environments implemented here (and registered with :func:`register`): id -> factory
 NATIVE = {"CartPole-v1": CartPole}

@@ -53,7 +53,8 @@ def _check_attributes(env):
         if not isinstance(value, kind) or isinstance(value, bool):
             _fail(env, f"attribute {name} must be {kind.__name__}, got {value!r}")
     if env.obs_dim < 1 or env.n_actions < 1 or env.max_steps < 1:
-        _fail(env, f"obs_dim, n_actions and max_steps must be >= 1, got {env.obs_dim}, {env.n_actions}, {env.max_steps}")
+        _fail(env, f"obs_dim, n_actions and max_steps must be >= 1, "
+                   f"got {env.obs_dim}, {env.n_actions}, {env.max_steps}")
     if env.action_kind not in ACTION_KINDS:
         _fail(env, f"action_kind must be one of {ACTION_KINDS}, got {env.action_kind!r}")
     thr = getattr(env, "reward_threshold", "missing")

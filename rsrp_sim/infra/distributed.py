@@ -46,7 +46,7 @@ INIT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_INIT_TIMEOUT", "60"))
 #: seconds without a heartbeat after which the coordinator declares a process dead and stops the others
 HEARTBEAT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_HEARTBEAT_TIMEOUT", "20"))
 
-_started: "Cluster | None" = None
+_started: Cluster | None = None
 _comm = None  # mpi4py's COMM_WORLD after start_ranks() in a job of several MPI ranks
 #: environment variables that give the number of MPI ranks a launcher started (Open MPI, MPICH/Intel MPI, srun)
 MPI_SIZE_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
@@ -89,8 +89,8 @@ def plan(coordinator=None, num_processes=None, process_id=None, environ=None) ->
             raise UserError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
         return Cluster(str(coordinator), n, i, "explicit")
     if _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1:
-        return Cluster(None, _int("SLURM_NTASKS", env["SLURM_NTASKS"]), _int("SLURM_PROCID", env.get("SLURM_PROCID", 0)),
-                       "slurm")
+        return Cluster(None, _int("SLURM_NTASKS", env["SLURM_NTASKS"]),
+                       _int("SLURM_PROCID", env.get("SLURM_PROCID", 0)), "slurm")
     if _int("OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
         return Cluster(None, _int("OMPI_COMM_WORLD_SIZE", env["OMPI_COMM_WORLD_SIZE"]),
                        _int("OMPI_COMM_WORLD_RANK", env.get("OMPI_COMM_WORLD_RANK", 0)), "openmpi")
@@ -223,7 +223,7 @@ def is_writer() -> bool:
     return _started is None or _started.num_processes == 1 or process_index() == 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mesh():
     """The global device mesh of the member axis (every device of every process)."""
     import jax

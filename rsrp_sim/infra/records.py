@@ -331,7 +331,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ create / open / close
     @classmethod
-    def create(cls, path, config: dict[str, Any]) -> "RunDir":
+    def create(cls, path, config: dict[str, Any]) -> RunDir:
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"run folder {path} already exists; pass --resume to continue it "
@@ -362,7 +362,7 @@ class RunDir:
         return rd
 
     @classmethod
-    def open(cls, path) -> "RunDir":
+    def open(cls, path) -> RunDir:
         path = Path(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path} is not a run folder (no {CONFIG}); nothing to resume")
@@ -525,7 +525,7 @@ class NullRunDir(RunDir):
     writes = False
 
     @classmethod
-    def open(cls, path) -> "NullRunDir":
+    def open(cls, path) -> NullRunDir:
         path = Path(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path} is not a run folder (no {CONFIG}) as seen from this process; the run "

@@ -366,7 +366,8 @@ class Protocol:
                         plots.draw(fig, rd.path / "plots")
                 summary.update(fin.summary)
                 with writing(rd.path / recordlib.FOLDER, NOT_WRITABLE):
-                    for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                    # spikes of the final evaluation
+                    for name, recording in fin.recordings.items() if rd.writes else ():
                         recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
                 if fin.recordings:
                     summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
@@ -387,7 +388,7 @@ class Protocol:
                                else "after fixing the cause, continue with --resume]"))
         return rd, summary
 
-    def _summary(self, rd, info: "RunInfo", rows, wall, status):
+    def _summary(self, rd, info: RunInfo, rows, wall, status):
         evals = [(r["iteration"], r.get("eval_score")) for r in rows if r.get("eval_score") is not None]
         evals = [(i, float(v)) for i, v in evals if not math.isnan(float(v))]
         best_it, best = max(evals, key=lambda t: t[1]) if evals else (None, None)

@@ -74,7 +74,7 @@ class NetSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_model(cls, net: str, dataset: str, in_shape, n_classes: int, ei: str = "none",
-                   overrides: dict | None = None) -> "NetSpec":
+                   overrides: dict | None = None) -> NetSpec:
         name = f"{net}_{dataset}"
         if name not in available() and net in available():
             name = net  # models/<net>.yaml: the architecture for data sets without one of their own

@@ -77,7 +77,8 @@ class DCConfig:
         if self.record_examples < -1:
             raise UserError(f"record_examples must be >= 0 (or -1 for every test example), got {self.record_examples}")
         if self.eval_examples == 0 or self.eval_examples < -1:
-            raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), got {self.eval_examples}")
+            raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), "
+                            f"got {self.eval_examples}")
 
 
 class DiehlCook(Method):
