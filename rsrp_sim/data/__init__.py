@@ -57,7 +57,7 @@ def info(name: str) -> dict[str, Any]:
     return _REGISTERED[name] if name in _REGISTERED else info_all()[name]
 
 
-def register(name: str, loader, constants: dict[str, Any]):
+def register(name: str, loader: Any, constants: dict[str, Any]) -> None:
     """Add a data set: ``loader(folder, download)`` as described at :data:`LOADERS`, and its
     constants as in ``datasets.yaml`` (``classes``, ``shape``, ``scale``, ``mean``, ``std``,
     ``val_size``, ``test_only_size``, ``test_only_val_size``)."""
@@ -76,7 +76,7 @@ def cache_root() -> Path:
     return cache_base() / "data"
 
 
-def data_root(data_dir=None) -> Path:
+def data_root(data_dir: Any = None) -> Path:
     """The folder given, else ``$RSRP_SIM_DATA``, else the user cache."""
     if data_dir:
         return Path(data_dir).expanduser()
@@ -114,7 +114,7 @@ class Dataset:
     def n_features(self) -> int:
         return int(np.prod(self.shape))
 
-    def normalize(self, x, xp=np):
+    def normalize(self, x: Any, xp: Any = np) -> Any:
         """``(pixel / scale - mean) / std`` as float32 (NumPy or jax.numpy)."""
         return (xp.asarray(x, dtype=xp.float32) / self.scale - self.mean) / self.std
 
@@ -136,7 +136,7 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
     return out
 
 
-def assemble(name: str, train, test, *, val_size: int | None, test_size: int | None, split_seed: int,
+def assemble(name: str, train: Any, test: Any, *, val_size: int | None, test_size: int | None, split_seed: int,
              source: str) -> Dataset:
     """Make the three splits from a (train, test) pair; ``train=None`` means a test-only folder."""
     meta = info(name)
@@ -164,7 +164,7 @@ def assemble(name: str, train, test, *, val_size: int | None, test_size: int | N
                    scale=float(meta["scale"]), mean=float(meta["mean"]), std=float(meta["std"]), source=source)
 
 
-def load(name: str, data_dir=None, download: bool = False, val_size: int | None = None,
+def load(name: str, data_dir: Any = None, download: bool = False, val_size: int | None = None,
          test_size: int | None = None, split_seed: int = 0) -> Dataset:
     """Load a data set by name (``mnist``, ``digits``, ``cifar10``); see the module docstring.
 
@@ -192,7 +192,7 @@ class EpochBatches:
     replaying the ones before it.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.per_epoch = self.n // self.batch_size
         self._epoch, self._perm = None, None

@@ -62,7 +62,7 @@ class Method(abc.ABC):
     #: mpiexec / srun): its processes then join MPI instead of jax.distributed, rank 0 writing the records
     mpi_ranks: ClassVar[bool] = False
 
-    def __init__(self, config, seed: int):
+    def __init__(self, config: Any, seed: int) -> None:
         self.config = config
         self.seed = int(seed)
 
@@ -88,19 +88,19 @@ class Method(abc.ABC):
         """The state before the first iteration (deterministic given config and seed)."""
 
     @abc.abstractmethod
-    def step(self, state) -> tuple[Any, dict[str, Any]]:
+    def step(self, state: Any) -> tuple[Any, dict[str, Any]]:
         """One iteration: ``(new_state, record)``."""
 
-    def finalize(self, state) -> Finished:
+    def finalize(self, state: Any) -> Finished:
         """Optional end-of-run work (a final evaluation): summary extras, figure data, recordings."""
         return Finished()
 
-    def histograms(self, state) -> dict[str, Any]:
+    def histograms(self, state: Any) -> dict[str, Any]:
         """Optional: named arrays (host NumPy) whose distribution the experiment trackers log each
         iteration (``logger=tensorboard|wandb``), e.g. the release probabilities ``p``."""
         return {}
 
-    def close(self):  # noqa: B027 - a hook with nothing to do by default, not an abstract method
+    def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default, not an abstract method
         """Release what the method holds (simulator processes, build folders)."""
 
 
@@ -114,7 +114,7 @@ class EvaluatedMethod(Method):
     BaseConfig: ClassVar[type]
     Evaluator: ClassVar[type]
 
-    def histograms(self, state) -> dict[str, Any]:
+    def histograms(self, state: Any) -> dict[str, Any]:
         """The strategy's histograms of the search state (RSRP: ``p``; ES: the mean weights)."""
         strategy = getattr(self, "strategy", None)
         return strategy.histograms(state["search"]) if strategy is not None else {}

@@ -12,6 +12,7 @@ Exit statuses: 0 done; 2 bad input or environment (nothing was run, nothing on d
 """
 from __future__ import annotations
 
+from typing import Any
 import difflib
 import errno as _errno
 
@@ -40,7 +41,7 @@ class FolderBusy(UserError):
     """A run (or group) folder is being written by another process (its lock is held)."""
 
 
-def os_error_message(err: OSError, path=None, writing: bool = True) -> str:
+def os_error_message(err: OSError, path: Any = None, writing: bool = True) -> str:
     """``err`` as one line naming the file and the reason, e.g. ``the disk is full: cannot write X``;
     ``writing=False`` when it is not known whether the file was being read or written."""
     path = path if path is not None else (err.filename or "a file")
@@ -66,19 +67,19 @@ class WriteError(UserError):
     ``str()`` is :func:`os_error_message` plus what to do (``hint``); ``reason`` is the message alone.
     """
 
-    def __init__(self, path, err: OSError, hint: str = ""):
+    def __init__(self, path: Any, err: OSError, hint: str = "") -> None:
         self.path, self.errno = path, err.errno
         self.disk_full = err.errno in DISK_FULL
         self.reason = os_error_message(err, path)
         super().__init__(f"{self.reason}; {hint}" if hint else self.reason)
 
 
-def one_line(message) -> str:
+def one_line(message: Any) -> str:
     """A message as one line (newlines of e.g. a YAML error folded into spaces)."""
     return " ".join(str(message).split("\n")).strip()
 
 
-def unknown(what: str, value, allowed) -> UserError:
+def unknown(what: str, value: Any, allowed: Any) -> UserError:
     """``unknown method 'rsrpp' (did you mean 'rsrp'?); allowed: rsrp, es``."""
     allowed = [str(a) for a in allowed]
     close = difflib.get_close_matches(str(value), allowed, n=1)

@@ -20,6 +20,7 @@ so whatever lies in the working directory is never opened, and the "no DISPLAY" 
 """
 from __future__ import annotations
 
+from typing import Any
 import hashlib
 import os
 import platform
@@ -146,7 +147,7 @@ def build(directory: Path | None = None, force: bool = False) -> Path:
     return lib
 
 
-def import_neuron(lib: Path):
+def import_neuron(lib: Path) -> Any:
     """Import NEURON with ``lib`` as the one mechanism library it loads at import (see the module
     docstring); returns the ``neuron`` module.  ``NEURON_MODULE_OPTIONS`` is restored afterwards."""
     if "neuron" in sys.modules:
@@ -219,7 +220,7 @@ def mechanism_names(directory: Path | None = None) -> list[str]:
     return out
 
 
-def ptr_vector(refs):
+def ptr_vector(refs: Any) -> Any:
     """An ``h.PtrVector`` over NEURON references (``nc._ref_weight[0]``, ``cell._ref_theta`` ...), for
     reading and writing many values as one array (``gather`` / ``scatter``)."""
     from neuron import h
