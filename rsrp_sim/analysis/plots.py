@@ -113,7 +113,8 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200) -> An
     return grid, ys.mean(0), ys.std(0), ys.min(0), ys.max(0)
 
 
-def compare(groups: dict[str, list[list[dict[str, Any]]]], path: Any, x_keys: Any = ("iteration", "env_steps", "wall_s"),
+def compare(groups: dict[str, list[list[dict[str, Any]]]], path: Any,
+            x_keys: Any = ("iteration", "env_steps", "wall_s"),
             y_key: str = "eval_score", title: str = "", threshold: float | None = None,
             score_label: str = "eval return") -> Any:
     """Overlay groups of runs (label -> runs' metric rows): mean line and min-max band over seeds."""
@@ -152,7 +153,8 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path: Any, x_keys: An
     return path
 
 
-def confusion_matrix(counts: Any, path: Any, title: str = "confusion matrix", class_names: Sequence[str] | None = None) -> Any:
+def confusion_matrix(counts: Any, path: Any, title: str = "confusion matrix",
+                     class_names: Sequence[str] | None = None) -> Any:
     """Row-normalised confusion matrix (rows: true class, columns: predicted) with the counts written in."""
     plt = _plt()
     path = Path(path)
@@ -193,7 +195,7 @@ def raster(times: Any, gids: Any, groups: dict[str, Sequence[int]], path: Any, t
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
     row, ticks = 0, []
     for i, (name, ids) in enumerate(groups.items()):
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)  # type: ignore[assignment]
         rows = {int(g): row + k for k, g in enumerate(ids)}
         sel = np.isin(gids, ids)
         y = np.array([rows[int(g)] for g in gids[sel]])
@@ -210,7 +212,8 @@ def raster(times: Any, gids: Any, groups: dict[str, Sequence[int]], path: Any, t
     return path
 
 
-def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path: Any, title: str = "synaptic weights") -> Any:
+def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path: Any,
+                     title: str = "synaptic weights") -> Any:
     """One panel per group of synapses: histogram of the initial and the final weights."""
     plt = _plt()
     path = Path(path)

@@ -160,7 +160,8 @@ def assemble(name: str, train: Any, test: Any, *, val_size: int | None, test_siz
     for arr in parts[::2]:
         if arr.shape[1:] != shape:
             raise UserError(f"{name} images must have shape {shape} (H, W, C), got {arr.shape[1:]}")
-    return Dataset(name, *[np.ascontiguousarray(a) for a in parts], n_classes=int(meta["classes"]),
+    x_train, y_train, x_val, y_val, x_test, y_test = (np.ascontiguousarray(a) for a in parts)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, n_classes=int(meta["classes"]),
                    scale=float(meta["scale"]), mean=float(meta["mean"]), std=float(meta["std"]), source=source)
 
 
@@ -172,7 +173,7 @@ def load(name: str, data_dir: Any = None, download: bool = False, val_size: int 
     ``test_size`` only applies to a test-only folder.  ``download``: fetch missing files (MNIST,
     CIFAR-10) into the folder, checking their checksums.
     """
-    kw = dict(val_size=val_size, test_size=test_size, split_seed=split_seed)
+    kw: dict[str, Any] = dict(val_size=val_size, test_size=test_size, split_seed=split_seed)
     if name not in LOADERS:
         raise unknown("dataset", name, names())
     loader = LOADERS[name]
@@ -195,7 +196,8 @@ class EpochBatches:
     def __init__(self, n: int, batch_size: int, seed: int) -> None:
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.per_epoch = self.n // self.batch_size
-        self._epoch, self._perm = None, None
+        self._epoch: int | None = None
+        self._perm: Any = None
 
     def __call__(self, index: int) -> np.ndarray:
         epoch, j = divmod(int(index), self.per_epoch)

@@ -113,6 +113,7 @@ class EvaluatedMethod(Method):
 
     BaseConfig: ClassVar[type]
     Evaluator: ClassVar[type]
+    _with_evaluator: ClassVar[dict[Any, type]]  # set by with_evaluator, per class
 
     def histograms(self, state: Any) -> dict[str, Any]:
         """The strategy's histograms of the search state (RSRP: ``p``; ES: the mean weights)."""
@@ -120,7 +121,7 @@ class EvaluatedMethod(Method):
         return strategy.histograms(state["search"]) if strategy is not None else {}
 
     @classmethod
-    def with_evaluator(cls, evaluator: type) -> type:
+    def with_evaluator(cls, evaluator: Any) -> type:
         """This method on the back-end whose evaluator class is ``evaluator`` (one class per pair)."""
         made = cls.__dict__.get("_with_evaluator")
         if made is None:

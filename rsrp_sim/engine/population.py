@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, TypeVar, dataclass_transform
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +51,14 @@ __all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ES
            "ESState", "generation", "p_metrics", "pytree_dataclass"]
 
 
-def pytree_dataclass(cls: Any) -> Any:
+_C = TypeVar("_C")
+
+
+@dataclass_transform(frozen_default=True)
+def pytree_dataclass(cls: type[_C]) -> type[_C]:
     """A frozen dataclass registered as a JAX pytree (every field is data)."""
     cls = dataclasses.dataclass(frozen=True)(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
 
 
@@ -344,7 +348,8 @@ class Strategy(abc.ABC):
         shaped, sh = self.shaping(np.asarray(fitness, np.float32), state.shaping)
         return np.asarray(shaped, np.float32), dataclasses.replace(state, shaping=_shaping_leaves(sh))
 
-    def tell(self, state: Any, fitness: Any, key: Any = None, members: Members | None = None, eligibility: dict | None = None) -> Any:
+    def tell(self, state: Any, fitness: Any, key: Any = None, members: Members | None = None,
+             eligibility: dict | None = None) -> Any:
         """One batch of evaluated members: shape, estimate, update.  Returns ``(state, grad)``.
 
         The batch is ``members`` (or regenerated from ``key``); ``eligibility`` for spike release.
@@ -444,7 +449,8 @@ class RSRP(Strategy):
     def deterministic(self, state: Any) -> Any:
         return {**{k: rule.deterministic_mask(v) for k, v in state.p.items()}, **state.frozen}
 
-    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None, eligibility: Any = None) -> Any:
+    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None,
+                       eligibility: Any = None) -> Any:
         if self.spike_groups and eligibility is None:
             raise ValueError(f"spike release of {self.spike_groups} needs the members' eligibilities")
         z = members.batched if members is not None else self._patterns(state, key, n)
@@ -525,7 +531,8 @@ class ES(Strategy):
     def deterministic(self, state: Any) -> Any:
         return dict(state.mu)
 
-    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None, eligibility: Any = None) -> Any:
+    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None,
+                       eligibility: Any = None) -> Any:
         w = shaped[0::2] - shaped[1::2]
         b = self.blocks(n)
         if b == 1:
@@ -595,6 +602,7 @@ def generation(strategy: Strategy, state: Any, evaluator: Any, key: Any, layout:
     chunk, n_chunks = layout.chunk, layout.n_chunks
     packs = bool(getattr(evaluator, "packs_deterministic", False)) and layout.eval_size > 0
     det_net = J.deterministic(state) if layout.eval_size > 0 else None
+    fitness: Any
     fitness, extras, eligibility, kept, det = [], [], [], None, None
     for i in range(n_chunks):
         kc = jax.random.fold_in(k_train, i)

@@ -276,7 +276,7 @@ class RLPopulation(EvaluatedMethod):
 
 
 def _plain_constants(c: Any) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in dataclasses.asdict(c).items():
         if isinstance(v, (bool, int, float, str)) or v is None:
             out[k] = v

@@ -115,7 +115,7 @@ def initialize(coordinator: Any = None, num_processes: Any = None, process_id: A
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # JAX's own time-out ends the process with a C++ abort and a stack of lines; a watchdog says it
     # in one line first (and exits with status 2), a little before JAX would
-    kw = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    kw: dict[str, Any] = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     if cluster.detected == "explicit":
         kw.update(coordinator_address=cluster.coordinator, num_processes=cluster.num_processes,
                   process_id=cluster.process_id)

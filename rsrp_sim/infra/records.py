@@ -159,7 +159,7 @@ class FolderLock:
         except OSError as e:
             os.close(fd)
             raise WriteError(self.path, e, hint) from e
-        self._fd = fd
+        self._fd: int | None = fd
 
     @staticmethod
     def _holder(fd: Any) -> str:
@@ -194,7 +194,7 @@ def unflatten_state(arrays: dict[str, np.ndarray], template: Any) -> Any:
     import jax.numpy as jnp
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    out = []
+    out: list[Any] = []
     for path, leaf in leaves:
         name = jax.tree_util.keystr(path)
         if name not in arrays:
@@ -442,7 +442,7 @@ class RunDir:
                 lines.append(self._columns)
             else:
                 self._columns = parse_metrics(self.metrics_path)[1]
-        lines.append([_fmt(row.get(k, "")) for k in self._columns])
+        lines.append([_fmt(row.get(k, "")) for k in self._columns])  # type: ignore[union-attr]  # has a header
         data = _csv_lines(lines)
         with writing(self.metrics_path, NOT_WRITABLE):
             fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
@@ -465,7 +465,7 @@ class RunDir:
         return self.path / CHECKPOINT
 
     def save_checkpoint(self, state: Any, meta: dict[str, Any]) -> None:
-        arrays = flatten_state(state)
+        arrays: dict[str, Any] = flatten_state(state)
         arrays["__meta__"] = np.asarray(json.dumps(jsonable(meta), allow_nan=False, default=str))
         buf = io.BytesIO()
         np.savez(buf, **arrays)

@@ -220,7 +220,8 @@ class Protocol:
         finally:
             instance.close()
 
-    def _resume(self, rd: RunDir, method: Any, backend: Any, overrides: Any, progress: Any, stop_after: Any, hooks: Any = ()) -> Any:
+    def _resume(self, rd: RunDir, method: Any, backend: Any, overrides: Any, progress: Any, stop_after: Any,
+                hooks: Any = ()) -> Any:
         saved = check_run_doc(rd.path, rd.config, self.name, self.module)
         for given, key in ((method, "method"), (backend, "backend")):
             if given is not None and given != saved[key]:
@@ -264,7 +265,8 @@ class Protocol:
         finally:
             instance.close()
 
-    def _loop(self, rd: RunDir, m: Any, cfg: Any, method: Any, backend: Any, preset: Any, seed: Any, state: Any, start: Any, wall: Any, progress: Any, stop_after: Any,
+    def _loop(self, rd: RunDir, m: Any, cfg: Any, method: Any, backend: Any, preset: Any, seed: Any, state: Any,
+              start: Any, wall: Any, progress: Any, stop_after: Any,
               fresh: bool, hooks: Any = ()) -> Any:
         from tqdm.auto import tqdm
 

@@ -164,7 +164,7 @@ class SNNRollouts:
         pool = self._pool_keys(self.layout.pop_size, n)
         mean, scale = jnp.asarray(context.obs_mean), jnp.asarray(context.obs_scale)
         if self.stepped:
-            prepared = ({}, self._prepare_net_fn(net))
+            prepared: tuple[dict, Any] = ({}, self._prepare_net_fn(net))
             out = self.eval_rollout.run_stepped(prepared, key, pool, mean, scale, n_members=n)
         else:
             out = self._eval_fn(net, key, pool, mean, scale, n=n)

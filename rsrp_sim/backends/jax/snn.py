@@ -77,7 +77,7 @@ class SNN:
         self.bernoulli = const.connectivity == "bernoulli"
         # bit-packing only applies to {0,1} masks; real weights have the dense path and (CPU) a kernel
         self.spike_impl = spike_impl if self.bernoulli or spike_impl == "fused" else "dense"
-        self.kernel = None
+        self.kernel: Any = None
         if self.spike_impl == "fused":
             from . import kernels
 
