@@ -21,6 +21,10 @@ from ..infra.errors import UserError
 from ..infra.records import CONFIG, METRICS, read_metrics, read_summary
 
 
+__all__ = ["expand", "load_run", "load_runs", "columns", "common_threshold", "labels", "label_of", "group_runs",
+           "mean_ci", "table", "format_table", "main"]
+
+
 def expand(paths: Any) -> list[Path]:
     """Run folders named, or found up to three levels below the folders named (groups, ablations)."""
     out = []

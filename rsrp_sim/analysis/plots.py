@@ -13,6 +13,10 @@ import numpy as np
 
 from ..infra.records import NOT_WRITABLE, atomic_write_bytes, writing
 
+__all__ = ["X_LABELS", "learning_curve", "p_histogram", "band", "compare", "confusion_matrix", "raster",
+           "weight_histogram", "weight_grid", "assignment_histogram", "TRIAL_STYLE", "sweep_objective", "sweep_params",
+           "FIGURES", "draw"]
+
 X_LABELS = {
     "iteration": "generation / iteration",
     "env_steps": "environment steps",

@@ -16,6 +16,9 @@ from ..infra.config import check_positive, coerce
 from ..infra.errors import UserError, unknown
 
 
+__all__ = ["available", "load", "SNNConstants"]
+
+
 def available() -> list[str]:
     """Names of the bundled model files."""
     return sorted(p.stem for p in assets.folder("models").glob("*.yaml"))

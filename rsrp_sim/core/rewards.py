@@ -15,7 +15,10 @@ alike (also inside ``jit``).
 from __future__ import annotations
 
 from typing import Any
+
 from .rule import _xp
+
+__all__ = ["REWARDS", "SOFT_A", "soft_score", "macro_average", "hits", "log_softmax", "reward", "confusion_counts"]
 
 REWARDS = ("softrecall", "softacc", "accuracy", "recall", "neg_cross_entropy")
 SOFT_A = 5.0  #: the constant a of softrecall / softacc

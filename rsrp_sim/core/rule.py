@@ -17,7 +17,13 @@ from the arguments, so the Brian2 and NEURON back-ends call exactly this code wi
 from __future__ import annotations
 
 from typing import Any
+
 import numpy as np
+
+__all__ = ["EPS", "P_INIT", "init_p", "sample_release", "threefry_bits", "sample_release_fast", "deterministic_mask",
+           "clip_p", "natural_gradient", "natural_gradient_sum", "block_sums", "natural_gradient_block_sums",
+           "finish_natural_gradient", "spike_eligibility", "spike_gradient_sum", "spike_gradient",
+           "exact_natural_gradient", "OPTIMIZERS", "make_optimizer", "apply_update"]
 
 EPS = 1e-3  #: default clip margin of p
 P_INIT = 0.5  #: default initial release probability

@@ -22,6 +22,8 @@ import numpy as np
 
 from .rule import _xp
 
+__all__ = ["TRANSFORMS", "TIES", "SIGMOID_GAIN", "centered_rank", "init_state", "shape", "Transform"]
+
 TRANSFORMS = ("centered_rank", "raw", "baseline", "sigmoid")
 TIES = ("average", "index")
 SIGMOID_GAIN = 10.0

@@ -28,6 +28,9 @@ import yaml
 
 from ..infra.errors import UserError, unknown
 
+__all__ = ["ENV_VAR", "LOADERS", "DATASETS", "info_all", "names", "info", "register", "cache_root", "data_root",
+           "candidates", "Dataset", "split_indices", "assemble", "load", "EpochBatches"]
+
 ENV_VAR = "RSRP_SIM_DATA"
 
 #: data set name -> its loader, ``"module:function"`` (a module of this package) or a callable.

@@ -8,6 +8,7 @@ Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``na
 from __future__ import annotations
 
 from typing import Any
+
 from ..infra.errors import UserError, unknown
 from .base import EnvCheckError, check_env, gymnasium_threshold
 from .cartpole import CartPole

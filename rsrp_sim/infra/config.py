@@ -23,6 +23,9 @@ import yaml
 
 from .errors import UserError, unknown
 
+__all__ = ["MODEL_PREFIX", "parse_overrides", "coerce", "POSITIVE", "must_be_positive", "check_positive", "field_types",
+           "apply", "build", "to_dict", "describe", "ConfigBase", "compose"]
+
 MODEL_PREFIX = "model."
 _EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 

@@ -25,7 +25,6 @@ the writer.
 """
 from __future__ import annotations
 
-from typing import Any
 import dataclasses
 import functools
 import os
@@ -33,6 +32,7 @@ import re
 import signal
 import sys
 import threading
+from typing import Any
 
 from .errors import UserError
 

@@ -12,9 +12,12 @@ Exit statuses: 0 done; 2 bad input or environment (nothing was run, nothing on d
 """
 from __future__ import annotations
 
-from typing import Any
 import difflib
 import errno as _errno
+from typing import Any
+
+__all__ = ["EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED", "DISK_FULL", "UserError", "RunFailed",
+           "FolderBusy", "os_error_message", "WriteError", "one_line", "unknown"]
 
 EXIT_INTERNAL = 1  #: an unexpected internal error (a bug); --debug shows the traceback
 EXIT_USAGE = 2  #: bad input or environment (one line on stderr)

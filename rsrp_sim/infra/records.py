@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 import contextlib
 import csv
 import errno
@@ -28,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,11 @@ import numpy as np
 import yaml
 
 from .errors import DISK_FULL, FolderBusy, UserError, WriteError
+
+__all__ = ["STANDARD_FIELDS", "CONFIG", "METRICS", "SUMMARY", "CHECKPOINT", "LOCK", "PLOTS", "NOT_WRITABLE", "FULL",
+           "file_mode", "writing", "atomic_write_bytes", "clean_temp_files", "jsonable", "json_bytes", "FolderLock",
+           "flatten_state", "unflatten_state", "check_meta", "MetricsError", "parse_metrics", "read_metrics", "RunDir",
+           "read_summary", "NullRunDir", "safe_name", "inside"]
 
 #: the columns every metrics.csv starts with (in this order, those a method records)
 STANDARD_FIELDS = ("iteration", "env_steps", "examples", "wall_s", "train_score", "eval_score")

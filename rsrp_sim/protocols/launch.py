@@ -25,7 +25,6 @@ notices.  Without mpiexec on PATH, one line says what to install.
 """
 from __future__ import annotations
 
-from typing import Any
 import argparse
 import codecs
 import os
@@ -37,9 +36,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from ..infra.errors import UserError
 from . import PROTOCOLS
+
+__all__ = ["EXIT_INTERRUPTED", "free_port", "command", "launch", "MPI_INSTALL", "mpiexec_command", "launch_mpi", "main"]
 
 EXIT_INTERRUPTED = 130
 

@@ -25,11 +25,14 @@ moves.  For real-valued weights (DenseSNN)
 from __future__ import annotations
 
 from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ...core.models import SNNConstants
+
+__all__ = ["SPIKE_IMPLS", "pack_bits", "popcount_matvec", "SNN"]
 
 SPIKE_IMPLS = ("fused", "bitpack", "dense")
 

@@ -20,7 +20,6 @@ so whatever lies in the working directory is never opened, and the "no DISPLAY" 
 """
 from __future__ import annotations
 
-from typing import Any
 import hashlib
 import os
 import platform
@@ -30,10 +29,14 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ...infra import assets
 from ...infra.cache import ENV_VAR as CACHE_ENV, cache_base
 from ...infra.errors import UserError
+
+__all__ = ["OPTIONS_ENV", "INSTALL_HINT", "mod_dir", "mod_files", "neuron_version", "content_hash", "cache_root",
+           "find_nrnivmodl", "find_compiler", "build", "import_neuron", "load", "mechanism_names", "ptr_vector"]
 
 OPTIONS_ENV = "NEURON_MODULE_OPTIONS"
 INSTALL_HINT = ("install NEURON with pip install -c constraints.txt -e '.[neuron]' and a C++ compiler "
