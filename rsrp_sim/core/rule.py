@@ -129,7 +129,7 @@ def natural_gradient(shaped: Any, z: Any, p: Any) -> Any:
 
     ``shaped``: (N,) shaped rewards; ``z``: ``(N, *p.shape)`` release patterns (bool or 0/1);
     ``p``: release probabilities.  Computed as ``(shaped @ z) / N - mean(shaped) * p`` so no
-    (N, *p.shape) float temporary is formed.
+    ``(N, *p.shape)`` float temporary is formed.
     """
     xp = _xp(shaped, z, p)
     shaped = xp.asarray(shaped, dtype=xp.float32)
