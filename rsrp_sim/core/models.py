@@ -88,7 +88,7 @@ class SNNConstants:
     init_std: float = 1.0
 
     @classmethod
-    def from_model(cls, name: str, d_obs: int, d_act: int, overrides: dict | None = None) -> Any:
+    def from_model(cls, name: str, d_obs: int, d_act: int, overrides: dict | None = None) -> SNNConstants:
         data = load(name, overrides)
         fields = {f.name for f in dataclasses.fields(cls)}
         c = cls(**{k: v for k, v in data.items() if k in fields}, d_obs=d_obs, d_act=d_act)

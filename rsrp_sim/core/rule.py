@@ -16,6 +16,7 @@ from the arguments, so the Brian2 and NEURON back-ends call exactly this code wi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ def _xp(*arrays):
 
 
 # ----------------------------------------------------------------------------- sampling
-def init_p(shape: Any, value: float = P_INIT, dtype: Any = np.float32) -> Any:
+def init_p(shape: int | tuple[int, ...], value: float = P_INIT, dtype: Any = np.float32) -> np.ndarray:
     """Release probabilities of a fresh synapse group (NumPy)."""
     return np.full(shape, value, dtype=dtype)
 
@@ -216,7 +217,7 @@ def spike_gradient(shaped: Any, eligibility: Any, counts: Any) -> Any:
     return spike_gradient_sum(shaped, eligibility, counts) / len(shaped)
 
 
-def exact_natural_gradient(reward_fn: Any, p: Any) -> Any:
+def exact_natural_gradient(reward_fn: Callable[[np.ndarray], float], p: Any) -> np.ndarray:
     """Exact ``E_z[R(z) (z - p)]`` by enumerating all ``2**len(p)`` patterns (NumPy, small p).
 
     For tests and teaching: this is the quantity every estimator above targets.

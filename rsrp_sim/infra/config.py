@@ -125,7 +125,7 @@ def check_positive(key: str, value: Any) -> None:
         raise UserError(f"{key} must be > 0, got {value}")
 
 
-def field_types(cls: Any) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -146,7 +146,7 @@ def apply(cfg: Any, values: dict[str, Any], source: str = "override") -> Any:
     return dataclasses.replace(cfg, **changes)
 
 
-def build(cls: Any, *layers: tuple[str, dict[str, Any]]) -> Any:
+def build(cls: type, *layers: tuple[str, dict[str, Any]]) -> Any:
     """Defaults of ``cls``, then each ``(source, values)`` layer in order; then ``validate()``."""
     cfg = cls()
     for source, values in layers:
@@ -162,7 +162,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls: Any) -> list[str]:
+def describe(cls: type) -> list[str]:
     """``key (type, default)`` lines for help output."""
     out = []
     defaults = cls()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import errno as _errno
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED", "DISK_FULL", "UserError", "RunFailed",
@@ -77,12 +78,12 @@ class WriteError(UserError):
         super().__init__(f"{self.reason}; {hint}" if hint else self.reason)
 
 
-def one_line(message: Any) -> str:
+def one_line(message: object) -> str:
     """A message as one line (newlines of e.g. a YAML error folded into spaces)."""
     return " ".join(str(message).split("\n")).strip()
 
 
-def unknown(what: str, value: Any, allowed: Any) -> UserError:
+def unknown(what: str, value: object, allowed: Iterable[Any]) -> UserError:
     """``unknown method 'rsrpp' (did you mean 'rsrp'?); allowed: rsrp, es``."""
     allowed = [str(a) for a in allowed]
     close = difflib.get_close_matches(str(value), allowed, n=1)
