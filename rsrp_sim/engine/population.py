@@ -396,7 +396,7 @@ class RSRP(Strategy):
 
     def __init__(self, shapes: dict, *, lr: float, optimizer: str = "adam", weight_decay: float = 0.0,
                  momentum: float = 0.9, eps: float = rule.EPS, p_init: float = rule.P_INIT,
-                 release: str = "trial", frozen: Any = (), sampler: str = "uniform",
+                 release: str | dict[str, str] = "trial", frozen: Any = (), sampler: str = "uniform",
                  shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1) -> None:
         super().__init__(shaping or shaping_lib.Transform(), reduction_blocks)
         if sampler not in self.SAMPLERS:
