@@ -28,7 +28,8 @@ class Subcommand(NamedTuple):
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "list": Subcommand("", "protocols, their methods and back-ends (also: no arguments)", ""),
-    "run": Subcommand("PROTOCOL [ARGS...]", "run a protocol (same as python -m rsrp_sim.protocols.PROTOCOL ARGS...)", ""),
+    "run": Subcommand("PROTOCOL [ARGS...]",
+                      "run a protocol (same as python -m rsrp_sim.protocols.PROTOCOL ARGS...)", ""),
     "compare": Subcommand("RUN_DIR... [--x iteration,env_steps,wall_s] [--by KEY] [--out FILE]",
                           "learning curves and a table of finished runs or run groups", "rsrp_sim.analysis.compare"),
     "report": Subcommand("RUN_GROUPS... --out DIR", "the paper's figures of run groups, with an index.html",

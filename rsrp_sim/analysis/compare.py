@@ -20,7 +20,11 @@ from ..infra.errors import UserError
 from ..infra.records import CONFIG, METRICS, read_metrics, read_summary, read_yaml
 
 
-def expand(paths) -> list[Path]:
+__all__ = ["expand", "load_run", "load_runs", "columns", "common_threshold", "labels", "label_of", "group_runs",
+           "mean_ci", "table", "format_table", "main"]
+
+
+def expand(paths: Any) -> list[Path]:
     """Run folders named, or found up to three levels below the folders named (groups, ablations)."""
     out = []
     for p in map(Path, paths):
@@ -51,7 +55,7 @@ def load_run(path: Path) -> dict[str, Any]:
     return {"path": path, "config": cfg, "rows": rows, "summary": summary}
 
 
-def load_runs(paths, warn=None) -> list[dict[str, Any]]:
+def load_runs(paths: Any, warn: Any = None) -> list[dict[str, Any]]:
     """:func:`load_run` of each folder; one that cannot be read is skipped with one warning line."""
     warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
     runs = []
@@ -63,7 +67,7 @@ def load_runs(paths, warn=None) -> list[dict[str, Any]]:
     return runs
 
 
-def columns(runs) -> list[str]:
+def columns(runs: Any) -> list[str]:
     """The metrics columns every run has (in the first run's order)."""
     if not runs:
         return []
@@ -72,14 +76,14 @@ def columns(runs) -> list[str]:
     return list(dict.fromkeys(k for k in first if k in common))
 
 
-def common_threshold(runs) -> float | None:
+def common_threshold(runs: Any) -> float | None:
     """The "solved" score the runs share (from their summaries), or None."""
     values = {v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
               for v in (r["summary"].get("solved_threshold") for r in runs)}
     return values.pop() if len(values) == 1 else None
 
 
-def labels(runs) -> tuple[str, str]:
+def labels(runs: Any) -> tuple[str, str]:
     """``(score label, steps column)`` the runs' protocol recorded (``eval score`` / ``env_steps`` if none)."""
     found = {tuple((r["config"].get("labels") or {}).get(k) for k in ("score", "steps")) for r in runs}
     if len(found) == 1:
@@ -90,7 +94,7 @@ def labels(runs) -> tuple[str, str]:
     return "eval score", steps
 
 
-def label_of(run, multi_protocol: bool, by: str | None = None) -> str:
+def label_of(run: Any, multi_protocol: bool, by: str | None = None) -> str:
     """``method [backend]``; with ``by`` the value of that config key (``shaping=raw``)."""
     c = run["config"]
     if by is not None:
@@ -99,7 +103,7 @@ def label_of(run, multi_protocol: bool, by: str | None = None) -> str:
     return f"{c['protocol']}: {label}" if multi_protocol else label
 
 
-def group_runs(runs, by: str | None = None) -> dict[str, list]:
+def group_runs(runs: Any, by: str | None = None) -> dict[str, list]:
     """Runs grouped by method and back-end, or by the value of config key ``by``."""
     multi = len({r["config"]["protocol"] for r in runs}) > 1
     groups: dict[str, list] = {}
@@ -108,11 +112,11 @@ def group_runs(runs, by: str | None = None) -> dict[str, list]:
     return groups
 
 
-def _number(x) -> bool:
+def _number(x: Any) -> bool:
     return isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
 
 
-def mean_ci(values) -> tuple[float, float]:
+def mean_ci(values: Any) -> tuple[float, float]:
     """Mean and half-width of the 95 % t confidence interval (0 for one value)."""
     v = np.asarray([x for x in values if _number(x) and np.isfinite(x)], dtype=float)
     if len(v) == 0:
@@ -125,7 +129,7 @@ def mean_ci(values) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
-def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
+def table(groups: Any, y_key: str = "eval_score") -> list[dict[str, Any]]:
     """Per group: final, best and mean-over-iterations score (the area under the learning curve
     divided by its length: higher when learning is faster and steadier), mean ± 95 % CI over seeds."""
     out = []
@@ -142,7 +146,7 @@ def table(groups, y_key: str = "eval_score") -> list[dict[str, Any]]:
     return out
 
 
-def format_table(rows) -> str:
+def format_table(rows: Any) -> str:
     head = (f"{'group':<34} {'seeds':>5} {'final (mean ± 95% CI)':>24} {'best (mean ± 95% CI)':>24} "
             f"{'curve mean (± 95% CI)':>24}")
     lines = [head, "-" * len(head)]
@@ -152,7 +156,7 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     p = Parser(prog="rsrp-sim compare", description=__doc__)
     p.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
     p.add_argument("--x", default=None,
@@ -166,7 +170,7 @@ def main(argv=None) -> int:
     return run_command(p, argv, _main)
 
 
-def _main(args) -> int:
+def _main(args: Any) -> int:
     from . import plots
 
     out = Path(args.out)

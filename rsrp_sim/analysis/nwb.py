@@ -71,7 +71,7 @@ def export(run_dir, out=None) -> Path:
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     names = list(recs)
     many = len(names) > 1
-    start = _dt.datetime.fromtimestamp((run / "config.yaml").stat().st_mtime, tz=_dt.timezone.utc)
+    start = _dt.datetime.fromtimestamp((run / "config.yaml").stat().st_mtime, tz=_dt.UTC)
     title = f"{doc.get('protocol')} {doc.get('method')} [{doc.get('backend')}] seed {doc.get('seed')}"
     nwb = NWBFile(
         session_description=f"{title}: " + " | ".join(recs[n].description for n in names),

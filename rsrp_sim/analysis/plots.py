@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..infra.records import NOT_WRITABLE, atomic_write_bytes, writing
+
+__all__ = ["X_LABELS", "learning_curve", "p_histogram", "band", "compare", "confusion_matrix", "raster",
+           "weight_histogram", "weight_grid", "assignment_histogram", "TRIAL_STYLE", "sweep_objective", "sweep_params",
+           "FIGURES", "draw"]
 
 X_LABELS = {
     "iteration": "generation / iteration",
@@ -29,12 +34,12 @@ def _plt():
     return plt
 
 
-def _folder(path: Path):
+def _folder(path: Path) -> None:
     with writing(path.parent, NOT_WRITABLE):
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _save(fig, path: Path):
+def _save(fig: Any, path: Path) -> None:
     """The figure as PNG, written atomically (never a torn file; the records' file mode)."""
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
@@ -45,9 +50,9 @@ def _column(rows, key):
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
 
 
-def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: float | None = None,
+def learning_curve(rows: Sequence[dict[str, Any]], path: Any, title: str, threshold: float | None = None,
                    score_label: str = "episode return", steps_field: str = "env_steps",
-                   labels: tuple[str, str] = ("train (population mean)", "eval (deterministic network)")):
+                   labels: tuple[str, str] = ("train (population mean)", "eval (deterministic network)")) -> Any:
     """Train and eval score against iteration and against env steps (two panels)."""
     plt = _plt()
     path = Path(path)
@@ -73,7 +78,7 @@ def learning_curve(rows: Sequence[dict[str, Any]], path, title: str, threshold: 
     return path
 
 
-def p_histogram(p: dict[str, np.ndarray], path, title: str = "release probabilities p"):
+def p_histogram(p: dict[str, np.ndarray], path: Any, title: str = "release probabilities p") -> Any:
     """Histogram of every mask's release probabilities."""
     plt = _plt()
     path = Path(path)
@@ -91,7 +96,7 @@ def p_histogram(p: dict[str, np.ndarray], path, title: str = "release probabilit
     return path
 
 
-def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200):
+def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200) -> Any:
     """Mean and spread (min..max, and std) of several (x, y) curves on a common x grid.
 
     Curves are interpolated on the overlap of their x ranges; returns ``(x, mean, std, lo, hi)``.
@@ -112,9 +117,10 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], n_points: int = 200):
     return grid, ys.mean(0), ys.std(0), ys.min(0), ys.max(0)
 
 
-def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iteration", "env_steps", "wall_s"),
+def compare(groups: dict[str, list[list[dict[str, Any]]]], path: Any,
+            x_keys: Any = ("iteration", "env_steps", "wall_s"),
             y_key: str = "eval_score", title: str = "", threshold: float | None = None,
-            score_label: str = "eval return"):
+            score_label: str = "eval return") -> Any:
     """Overlay groups of runs (label -> runs' metric rows): mean line and min-max band over seeds."""
     plt = _plt()
     path = Path(path)
@@ -151,7 +157,8 @@ def compare(groups: dict[str, list[list[dict[str, Any]]]], path, x_keys=("iterat
     return path
 
 
-def confusion_matrix(counts, path, title: str = "confusion matrix", class_names: Sequence[str] | None = None):
+def confusion_matrix(counts: Any, path: Any, title: str = "confusion matrix",
+                     class_names: Sequence[str] | None = None) -> Any:
     """Row-normalised confusion matrix (rows: true class, columns: predicted) with the counts written in."""
     plt = _plt()
     path = Path(path)
@@ -179,7 +186,7 @@ def confusion_matrix(counts, path, title: str = "confusion matrix", class_names:
     return path
 
 
-def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "spike raster"):
+def raster(times: Any, gids: Any, groups: dict[str, Sequence[int]], path: Any, title: str = "spike raster") -> Any:
     """Spike raster: ``times`` (ms) and ``gids`` of every spike, cells grouped and coloured by population.
 
     ``groups`` maps a population name to its cells' ids; rows follow the order of ``groups``.
@@ -192,7 +199,7 @@ def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "sp
     fig, ax = plt.subplots(figsize=(10, 5), constrained_layout=True)
     row, ticks = 0, []
     for i, (name, ids) in enumerate(groups.items()):
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)  # type: ignore[assignment]
         rows = {int(g): row + k for k, g in enumerate(ids)}
         sel = np.isin(gids, ids)
         y = np.array([rows[int(g)] for g in gids[sel]])
@@ -209,7 +216,8 @@ def raster(times, gids, groups: dict[str, Sequence[int]], path, title: str = "sp
     return path
 
 
-def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str = "synaptic weights"):
+def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path: Any,
+                     title: str = "synaptic weights") -> Any:
     """One panel per group of synapses: histogram of the initial and the final weights."""
     plt = _plt()
     path = Path(path)
@@ -231,7 +239,7 @@ def weight_histogram(groups: dict[str, tuple[np.ndarray, np.ndarray]], path, tit
     return path
 
 
-def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence[int] | None = None):
+def weight_grid(weights: Any, path: Any, title: str = "receptive fields", labels: Sequence[int] | None = None) -> Any:
     """Input weights of many neurons as a grid of images (``weights``: (n, H, W)), each neuron's own
     colour scale from 0 to its largest weight; ``labels`` (optional) are written in each tile's corner."""
     plt = _plt()
@@ -262,7 +270,7 @@ def weight_grid(weights, path, title: str = "receptive fields", labels: Sequence
     return path
 
 
-def assignment_histogram(assignments, n_classes: int, path, title: str = "neuron labels"):
+def assignment_histogram(assignments: Any, n_classes: int, path: Any, title: str = "neuron labels") -> Any:
     """Number of neurons labelled with each class (and unlabelled ones, -1, as 'none')."""
     plt = _plt()
     path = Path(path)
@@ -302,8 +310,8 @@ TRIAL_STYLE = {"COMPLETE": dict(color="tab:blue", marker="o", label="complete"),
                "PRUNED": dict(color="tab:gray", marker="x", label="pruned (last value)")}
 
 
-def sweep_objective(trials: Sequence[dict[str, Any]], path, objective: str, direction: str = "maximize",
-                    title: str = ""):
+def sweep_objective(trials: Sequence[dict[str, Any]], path: Any, objective: str, direction: str = "maximize",
+                    title: str = "") -> Any:
     """Objective of every trial against its number, and the best value so far (complete trials).
 
     ``trials``: dicts with ``trial`` (number), ``state`` (``COMPLETE``, ``PRUNED`` ...) and ``value``.
@@ -331,8 +339,8 @@ def sweep_objective(trials: Sequence[dict[str, Any]], path, objective: str, dire
     return path
 
 
-def sweep_params(trials: Sequence[dict[str, Any]], keys: Sequence[str], path, objective: str,
-                 log_keys: Sequence[str] = (), title: str = ""):
+def sweep_params(trials: Sequence[dict[str, Any]], keys: Sequence[str], path: Any, objective: str,
+                 log_keys: Sequence[str] = (), title: str = "") -> Any:
     """One panel per swept key: the objective of every trial against that key's value
     (``trials``: dicts with ``trial``, ``state``, ``value`` and ``params``; categorical values of
     any type are spread over the x axis in their order of first appearance)."""
@@ -377,7 +385,7 @@ FIGURES = {f.__name__: f for f in (p_histogram, confusion_matrix, raster, weight
                                     assignment_histogram)}
 
 
-def draw(figure, folder) -> Path:
+def draw(figure: Any, folder: Any) -> Path:
     """Draw a method's :class:`~rsrp_sim.engine.method.Figure` into ``folder``; returns the file."""
     if figure.kind not in FIGURES:
         raise ValueError(f"unknown figure kind {figure.kind!r}; allowed: {', '.join(FIGURES)}")

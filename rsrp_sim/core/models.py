@@ -16,6 +16,9 @@ from ..infra.config import check_positive, coerce
 from ..infra.errors import UserError, unknown
 
 
+__all__ = ["available", "load", "SNNConstants"]
+
+
 def available() -> list[str]:
     """Names of the bundled model files."""
     return sorted(p.stem for p in assets.folder("models").glob("*.yaml"))
@@ -45,7 +48,7 @@ def load(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return data
 
 
-def _check_numbers(node, prefix: str):
+def _check_numbers(node: Any, prefix: str) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
             _check_numbers(v, f"{prefix}.{k}")
@@ -85,14 +88,14 @@ class SNNConstants:
     init_std: float = 1.0
 
     @classmethod
-    def from_model(cls, name: str, d_obs: int, d_act: int, overrides: dict | None = None):
+    def from_model(cls, name: str, d_obs: int, d_act: int, overrides: dict | None = None) -> SNNConstants:
         data = load(name, overrides)
         fields = {f.name for f in dataclasses.fields(cls)}
         c = cls(**{k: v for k, v in data.items() if k in fields}, d_obs=d_obs, d_act=d_act)
         c.validate()
         return c
 
-    def validate(self):
+    def validate(self) -> None:
         if self.n_neurons < 2:
             raise UserError(f"model.n_neurons must be at least 2, got {self.n_neurons}")
         if not 0.0 < self.excitatory_ratio <= 1.0:
@@ -152,7 +155,7 @@ class SNNConstants:
         n = self.n_neurons
         return {"in": (self.n_in, n), "h": (n, n), "out": (n, self.d_act)}
 
-    def signs(self):
+    def signs(self) -> Any:
         """Per-neuron output sign: +1 for excitatory, -1 for inhibitory (all +1 without Dale)."""
         import numpy as np
 

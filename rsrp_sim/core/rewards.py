@@ -14,7 +14,11 @@ alike (also inside ``jit``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .rule import _xp
+
+__all__ = ["REWARDS", "SOFT_A", "soft_score", "macro_average", "hits", "log_softmax", "reward", "confusion_counts"]
 
 REWARDS = ("softrecall", "softacc", "accuracy", "recall", "neg_cross_entropy")
 SOFT_A = 5.0  #: the constant a of softrecall / softacc
@@ -25,14 +29,14 @@ def _true_logit(logits, labels):
     return xp.take_along_axis(logits, xp.asarray(labels)[..., None].astype(xp.int32), axis=-1)
 
 
-def soft_score(logits, labels, a: float = SOFT_A):
+def soft_score(logits: Any, labels: Any, a: float = SOFT_A) -> Any:
     """Per-example a / (a + #{classes with logit >= the true logit}); shape (..., B)."""
     xp = _xp(logits, labels)
     count = xp.sum(logits >= _true_logit(logits, labels), axis=-1)
     return a / (a + count.astype(xp.float32))
 
 
-def macro_average(values, labels, n_classes: int):
+def macro_average(values: Any, labels: Any, n_classes: int) -> Any:
     """Mean over the classes present in ``labels`` of the per-class mean of ``values`` (..., B)."""
     xp = _xp(values, labels)
     onehot = (xp.asarray(labels)[..., None] == xp.arange(n_classes)).astype(xp.float32)  # (..., B, C)
@@ -43,20 +47,20 @@ def macro_average(values, labels, n_classes: int):
     return per_class.sum(axis=-1) / xp.maximum(present.sum(axis=-1), 1)
 
 
-def hits(logits, labels):
+def hits(logits: Any, labels: Any) -> Any:
     """1.0 where argmax(logits) == label (first maximum on ties)."""
     xp = _xp(logits, labels)
     return (xp.argmax(logits, axis=-1) == xp.asarray(labels)).astype(xp.float32)
 
 
-def log_softmax(logits):
+def log_softmax(logits: Any) -> Any:
     xp = _xp(logits)
     m = xp.max(logits, axis=-1, keepdims=True)
     s = logits - m
     return s - xp.log(xp.sum(xp.exp(s), axis=-1, keepdims=True))
 
 
-def reward(name: str, logits, labels, n_classes: int | None = None):
+def reward(name: str, logits: Any, labels: Any, n_classes: int | None = None) -> Any:
     """The named reward of each network; see the module docstring."""
     xp = _xp(logits, labels)
     logits = xp.asarray(logits, dtype=xp.float32)
@@ -74,7 +78,7 @@ def reward(name: str, logits, labels, n_classes: int | None = None):
     raise ValueError(f"unknown reward {name!r}; allowed: {', '.join(REWARDS)}")
 
 
-def confusion_counts(labels, predictions, n_classes: int):
+def confusion_counts(labels: Any, predictions: Any, n_classes: int) -> Any:
     """(n_classes, n_classes) counts: row = true class, column = predicted class (NumPy).
 
     Predictions outside ``0 .. n_classes - 1`` (e.g. -1 for "no answer") are not counted.

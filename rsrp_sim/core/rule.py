@@ -16,7 +16,15 @@ from the arguments, so the Brian2 and NEURON back-ends call exactly this code wi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+
+__all__ = ["EPS", "P_INIT", "init_p", "sample_release", "threefry_bits", "sample_release_fast", "deterministic_mask",
+           "clip_p", "natural_gradient", "natural_gradient_sum", "block_sums", "natural_gradient_block_sums",
+           "finish_natural_gradient", "spike_eligibility", "spike_gradient_sum", "spike_gradient",
+           "exact_natural_gradient", "OPTIMIZERS", "make_optimizer", "apply_update"]
 
 EPS = 1e-3  #: default clip margin of p
 P_INIT = 0.5  #: default initial release probability
@@ -33,12 +41,12 @@ def _xp(*arrays):
 
 
 # ----------------------------------------------------------------------------- sampling
-def init_p(shape, value: float = P_INIT, dtype=np.float32):
+def init_p(shape: int | tuple[int, ...], value: float = P_INIT, dtype: Any = np.float32) -> np.ndarray:
     """Release probabilities of a fresh synapse group (NumPy)."""
     return np.full(shape, value, dtype=dtype)
 
 
-def sample_release(rng, p, n: int | None = None):
+def sample_release(rng: Any, p: Any, n: int | None = None) -> Any:
     """Draw release patterns ``z ~ Bernoulli(p)``.
 
     ``rng`` is a ``numpy.random.Generator`` or a JAX PRNG key.  With ``n`` the result has a leading
@@ -55,7 +63,7 @@ def sample_release(rng, p, n: int | None = None):
 _THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
-def threefry_bits(key, n: int):
+def threefry_bits(key: Any, n: int) -> Any:
     """``n`` random uint32 words: Threefry-2x32 (20 rounds) of the counters ``0..n-1`` under ``key``.
 
     Bit-identical to ``jax.extend.random.threefry_2x32(key, arange(n))`` (a test checks it), but
@@ -90,7 +98,7 @@ def threefry_bits(key, n: int):
     return jnp.concatenate([x0, x1])[:n]
 
 
-def sample_release_fast(key, p, n: int | None = None):
+def sample_release_fast(key: Any, p: Any, n: int | None = None) -> Any:
     """:func:`sample_release` for JAX keys with :func:`threefry_bits`: ``z = bits < p * 2**32``.
 
     Same distribution (exact to 2**-32 in p), different stream; use inside ``jit``.
@@ -105,19 +113,19 @@ def sample_release_fast(key, p, n: int | None = None):
     return threefry_bits(key, size).reshape(shape) < threshold
 
 
-def deterministic_mask(p):
+def deterministic_mask(p: Any) -> Any:
     """The deterministic ("eval") network: a synapse is present where ``p > 0.5``."""
     return p > 0.5
 
 
-def clip_p(p, eps: float = EPS):
+def clip_p(p: Any, eps: float = EPS) -> Any:
     """Keep every probability inside ``[eps, 1 - eps]``."""
     xp = _xp(p)
     return xp.clip(p, eps, 1.0 - eps)
 
 
 # ----------------------------------------------------------------------------- estimators
-def natural_gradient(shaped, z, p):
+def natural_gradient(shaped: Any, z: Any, p: Any) -> Any:
     """Trial-mode estimate ``mean_k shaped_k * (z_k - p)``.
 
     ``shaped``: (N,) shaped rewards; ``z``: ``(N, *p.shape)`` release patterns (bool or 0/1);
@@ -132,7 +140,7 @@ def natural_gradient(shaped, z, p):
     return rz - xp.mean(shaped) * p
 
 
-def natural_gradient_sum(shaped, z, p):
+def natural_gradient_sum(shaped: Any, z: Any, p: Any) -> Any:
     """Un-normalised pieces of :func:`natural_gradient` for chunked populations.
 
     Returns ``(sum_k shaped_k z_k, sum_k shaped_k)``; summing these over chunks and calling
@@ -145,7 +153,7 @@ def natural_gradient_sum(shaped, z, p):
     return xp.reshape(shaped @ zf, xp.shape(p)), xp.sum(shaped)
 
 
-def block_sums(weights, x, blocks: int = 1):
+def block_sums(weights: Any, x: Any, blocks: int = 1) -> Any:
     """``sum_k weights_k x_k`` over the leading (member) axis, in ``blocks`` equal consecutive blocks.
 
     Returns an array with a leading axis of ``blocks`` partial sums; adding them in order gives the
@@ -165,7 +173,7 @@ def block_sums(weights, x, blocks: int = 1):
     return xp.reshape(part, (blocks,) + tuple(xp.shape(x)[1:]))
 
 
-def natural_gradient_block_sums(shaped, z, p, blocks: int = 1):
+def natural_gradient_block_sums(shaped: Any, z: Any, p: Any, blocks: int = 1) -> Any:
     """:func:`natural_gradient_sum` in ``blocks`` blocks of members (see :func:`block_sums`):
     ``(block sums of shaped_k z_k, block sums of shaped_k)``, each with a leading block axis."""
     if blocks == 1:
@@ -176,12 +184,12 @@ def natural_gradient_block_sums(shaped, z, p, blocks: int = 1):
     return block_sums(shaped, z, blocks), xp.sum(xp.reshape(shaped, (blocks, -1)), axis=1)
 
 
-def finish_natural_gradient(sum_rz, sum_r, p, n: int):
+def finish_natural_gradient(sum_rz: Any, sum_r: Any, p: Any, n: int) -> Any:
     """Combine chunk sums from :func:`natural_gradient_sum` into the population estimate."""
     return (sum_rz - sum_r * p) / n
 
 
-def spike_eligibility(releases, p):
+def spike_eligibility(releases: Any, p: Any) -> Any:
     """Eligibility of one synapse in spike mode: ``e = sum over its spikes of (r - p)``.
 
     ``releases``: 0/1 release outcomes of each presynaptic spike.  Returns ``(e, n)``.
@@ -191,7 +199,7 @@ def spike_eligibility(releases, p):
     return xp.sum(r - p), r.shape[0]
 
 
-def spike_gradient_sum(shaped, eligibility, counts):
+def spike_gradient_sum(shaped: Any, eligibility: Any, counts: Any) -> Any:
     """Un-normalised spike-mode estimate ``sum_k shaped_k * e_k / max(n_k, 1)`` (for chunks).
 
     ``eligibility``, ``counts``: ``(N, *p.shape)`` per trial ``e = sum(r - p)`` and spike count ``n``.
@@ -204,12 +212,12 @@ def spike_gradient_sum(shaped, eligibility, counts):
     return xp.reshape(shaped @ flat, xp.shape(eligibility)[1:])
 
 
-def spike_gradient(shaped, eligibility, counts):
+def spike_gradient(shaped: Any, eligibility: Any, counts: Any) -> Any:
     """Spike-mode estimate ``mean_k shaped_k * e_k / max(n_k, 1)`` (see :func:`spike_gradient_sum`)."""
     return spike_gradient_sum(shaped, eligibility, counts) / len(shaped)
 
 
-def exact_natural_gradient(reward_fn, p):
+def exact_natural_gradient(reward_fn: Callable[[np.ndarray], float], p: Any) -> np.ndarray:
     """Exact ``E_z[R(z) (z - p)]`` by enumerating all ``2**len(p)`` patterns (NumPy, small p).
 
     For tests and teaching: this is the quantity every estimator above targets.
@@ -231,7 +239,7 @@ OPTIMIZERS = ("adam", "sgd", "momentum", "adamw")
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Any:
     """An optax transformation that performs gradient *ascent* with step ``lr``.
 
     ``adam`` is the published RL optimiser (b1 0.9, b2 0.999, eps 1e-8); ``sgd`` and ``momentum``
@@ -256,7 +264,7 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: fl
     raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
-def apply_update(p, grad, opt, opt_state, eps: float = EPS):
+def apply_update(p: Any, grad: Any, opt: Any, opt_state: Any, eps: float = EPS) -> Any:
     """One RSRP step: ``p <- clip(p + opt(grad), eps, 1 - eps)``.  Returns ``(p, opt_state)``.
 
     ``p`` and ``grad`` may be arrays or matching pytrees (e.g. ``{'in': ..., 'h': ..., 'out': ...}``).

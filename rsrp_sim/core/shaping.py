@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .rule import _xp
+
+__all__ = ["TRANSFORMS", "TIES", "SIGMOID_GAIN", "centered_rank", "init_state", "shape", "Transform"]
 
 TRANSFORMS = ("centered_rank", "raw", "baseline", "sigmoid")
 TIES = ("average", "index")
 SIGMOID_GAIN = 10.0
 
 
-def _ranks(f, ties: str):
+def _ranks(f: Any, ties: str) -> Any:
     """0-based ranks of f along the last axis (average ranks for ties, or index order)."""
     xp = _xp(f)
     if ties == "index":
@@ -44,7 +46,7 @@ def _ranks(f, ties: str):
     return (lo + hi - 1).astype(xp.float32) / 2.0
 
 
-def centered_rank(f, ties: str = "average", unit_variance: bool = False, chunks: int = 1):
+def centered_rank(f: Any, ties: str = "average", unit_variance: bool = False, chunks: int = 1) -> Any:
     """Centred ranks in [-0.5, 0.5] (times sqrt(12) with ``unit_variance``)."""
     xp = _xp(f)
     f = xp.asarray(f, dtype=xp.float32)
@@ -67,7 +69,7 @@ def init_state() -> dict:
     return {"baseline": 0.0, "seen": 0.0}
 
 
-def _next_baseline(f, state, ema: float | None):
+def _next_baseline(f: Any, state: Any, ema: float | None) -> Any:
     xp = _xp(f)
     m = xp.mean(f)
     if ema is None:
@@ -76,8 +78,8 @@ def _next_baseline(f, state, ema: float | None):
     return xp.where(state["seen"] > 0, ema * state["baseline"] + (1.0 - ema) * m, m)
 
 
-def shape(f, transform: str = "centered_rank", state: dict | None = None, *, ties: str = "average",
-          unit_variance: bool = False, chunks: int = 1, ema: float | None = None):
+def shape(f: Any, transform: str = "centered_rank", state: dict | None = None, *, ties: str = "average",
+          unit_variance: bool = False, chunks: int = 1, ema: float | None = None) -> Any:
     """Apply the named transform to raw rewards ``f``.  Returns ``(shaped, new_state)``.
 
     ``ema=None`` makes the baseline the previous generation's mean; a float in [0, 1) makes it an
@@ -123,7 +125,7 @@ class Transform:
         if self.ties not in TIES:
             raise ValueError(f"unknown ties {self.ties!r}; allowed: {', '.join(TIES)}")
 
-    def __call__(self, f, state: dict | None = None):
+    def __call__(self, f: Any, state: dict | None = None) -> Any:
         shaped, new = shape(f, self.name, state, ties=self.ties, unit_variance=self.unit_variance,
                             chunks=self.chunks, ema=self.ema)
         return shaped, {k: np.float64(v) for k, v in new.items()}

@@ -1,7 +1,7 @@
 """Classification data sets: MNIST-format IDX folders, scikit-learn's 8x8 digits, CIFAR-10.
 
     from rsrp_sim import data
-    ds = data.load("mnist", data_dir="../shared/data/mnist")   # or $RSRP_SIM_DATA, or the user cache
+    ds = data.load("mnist", data_dir="data/mnist")   # or $RSRP_SIM_DATA, or the user cache
     ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test  # uint8 (N, H, W, C), int32 (N,)
 
 Where the files are looked for: ``data_dir`` (the ``--data-dir`` option), else ``$RSRP_SIM_DATA``,
@@ -27,6 +27,9 @@ import numpy as np
 import yaml
 
 from ..infra.errors import UserError, unknown
+
+__all__ = ["ENV_VAR", "LOADERS", "DATASETS", "info_all", "names", "info", "register", "cache_root", "data_root",
+           "candidates", "Dataset", "split_indices", "assemble", "load", "EpochBatches"]
 
 ENV_VAR = "RSRP_SIM_DATA"
 
@@ -57,7 +60,7 @@ def info(name: str) -> dict[str, Any]:
     return _REGISTERED[name] if name in _REGISTERED else info_all()[name]
 
 
-def register(name: str, loader, constants: dict[str, Any]):
+def register(name: str, loader: Any, constants: dict[str, Any]) -> None:
     """Add a data set: ``loader(folder, download)`` as described at :data:`LOADERS`, and its
     constants as in ``datasets.yaml`` (``classes``, ``shape``, ``scale``, ``mean``, ``std``,
     ``val_size``, ``test_only_size``, ``test_only_val_size``)."""
@@ -76,7 +79,7 @@ def cache_root() -> Path:
     return cache_base() / "data"
 
 
-def data_root(data_dir=None) -> Path:
+def data_root(data_dir: Any = None) -> Path:
     """The folder given, else ``$RSRP_SIM_DATA``, else the user cache."""
     if data_dir:
         return Path(data_dir).expanduser()
@@ -114,7 +117,7 @@ class Dataset:
     def n_features(self) -> int:
         return int(np.prod(self.shape))
 
-    def normalize(self, x, xp=np):
+    def normalize(self, x: Any, xp: Any = np) -> Any:
         """``(pixel / scale - mean) / std`` as float32 (NumPy or jax.numpy)."""
         return (xp.asarray(x, dtype=xp.float32) / self.scale - self.mean) / self.std
 
@@ -136,7 +139,7 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
     return out
 
 
-def assemble(name: str, train, test, *, val_size: int | None, test_size: int | None, split_seed: int,
+def assemble(name: str, train: Any, test: Any, *, val_size: int | None, test_size: int | None, split_seed: int,
              source: str) -> Dataset:
     """Make the three splits from a (train, test) pair; ``train=None`` means a test-only folder."""
     meta = info(name)
@@ -160,11 +163,12 @@ def assemble(name: str, train, test, *, val_size: int | None, test_size: int | N
     for arr in parts[::2]:
         if arr.shape[1:] != shape:
             raise UserError(f"{name} images must have shape {shape} (H, W, C), got {arr.shape[1:]}")
-    return Dataset(name, *[np.ascontiguousarray(a) for a in parts], n_classes=int(meta["classes"]),
+    x_train, y_train, x_val, y_val, x_test, y_test = (np.ascontiguousarray(a) for a in parts)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, n_classes=int(meta["classes"]),
                    scale=float(meta["scale"]), mean=float(meta["mean"]), std=float(meta["std"]), source=source)
 
 
-def load(name: str, data_dir=None, download: bool = False, val_size: int | None = None,
+def load(name: str, data_dir: Any = None, download: bool = False, val_size: int | None = None,
          test_size: int | None = None, split_seed: int = 0) -> Dataset:
     """Load a data set by name (``mnist``, ``digits``, ``cifar10``); see the module docstring.
 
@@ -172,7 +176,7 @@ def load(name: str, data_dir=None, download: bool = False, val_size: int | None 
     ``test_size`` only applies to a test-only folder.  ``download``: fetch missing files (MNIST,
     CIFAR-10) into the folder, checking their checksums.
     """
-    kw = dict(val_size=val_size, test_size=test_size, split_seed=split_seed)
+    kw: dict[str, Any] = dict(val_size=val_size, test_size=test_size, split_seed=split_seed)
     if name not in LOADERS:
         raise unknown("dataset", name, names())
     loader = LOADERS[name]
@@ -192,10 +196,11 @@ class EpochBatches:
     replaying the ones before it.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
         self.n, self.batch_size, self.seed = int(n), int(batch_size), int(seed)
         self.per_epoch = self.n // self.batch_size
-        self._epoch, self._perm = None, None
+        self._epoch: int | None = None
+        self._perm: Any = None
 
     def __call__(self, index: int) -> np.ndarray:
         epoch, j = divmod(int(index), self.per_epoch)

@@ -55,7 +55,7 @@ class ClassifyConfig(ConfigBase):
     eval_batch: int = 1000  # examples per jitted evaluation call
     checkpoint_every: int = 10
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         if self.dataset not in datalib.LOADERS:
             raise unknown("dataset", self.dataset, datalib.names())
@@ -75,7 +75,7 @@ class RSRPClassifyConfig(RSRPKeys, PopulationKeys, ClassifyConfig):
     lr: float = 4.0
     sampler: Literal["uniform", "threefry"] = "threefry"
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require_at_least(1, "generations")
         self.require(self.eval_size == 0, "classification scores the deterministic network on the validation "
@@ -93,7 +93,7 @@ class ClassifyTask:
     seed: int
 
 
-def load_data(cfg):
+def load_data(cfg: Any) -> Any:
     """The configured data set (one-line errors for missing files; a batch larger than the training split)."""
     ds = datalib.load(cfg.dataset, cfg.data_dir or None, cfg.download, cfg.val_size, cfg.test_size, cfg.split_seed)
     if len(ds.y_train) < cfg.batch_size:
@@ -101,7 +101,7 @@ def load_data(cfg):
     return ds
 
 
-def test_report(ds, predictions, method: str, extra: dict | None = None) -> Finished:
+def test_report(ds: Any, predictions: Any, method: str, extra: dict | None = None) -> Finished:
     """Held-out test accuracy, its confusion matrix (summary and figure) and the data set's sizes."""
     pred = np.asarray(predictions)
     acc = float(np.mean(pred == ds.y_test)) if len(ds.y_test) else float("nan")
@@ -121,7 +121,7 @@ class RSRPClassify(EvaluatedMethod):
     steps_field = "examples"
     curve_labels = ("train (population mean reward on the minibatch)", "validation accuracy (deterministic network)")
 
-    def __init__(self, config, seed: int):
+    def __init__(self, config: Any, seed: int) -> None:
         super().__init__(config, seed)
         cfg = config
         self.ds = load_data(cfg)
@@ -132,7 +132,7 @@ class RSRPClassify(EvaluatedMethod):
         self.shared = cfg.minibatch == "shared"
         self.batches = datalib.EpochBatches(len(self.ds.y_train), cfg.batch_size, self.seed)
 
-    def init_state(self):
+    def init_state(self) -> Any:
         return {"key": jax.random.PRNGKey(self.seed), "generation": np.int64(0), "examples": np.int64(0),
                 "search": self.strategy.init(jax.random.PRNGKey(self.seed))}
 
@@ -142,12 +142,12 @@ class RSRPClassify(EvaluatedMethod):
     def _masks(self, search):
         return {k: np.asarray(v) for k, v in self.strategy.jitted.deterministic(search).items()}
 
-    def val_accuracy(self, search) -> float:
+    def val_accuracy(self, search: Any) -> float:
         if len(self.ds.y_val) == 0:
             return float("nan")
         return self.evaluator.predict(self._masks(search), self.ds.x_val, self.ds.y_val)[0]
 
-    def step(self, state):
+    def step(self, state: Any) -> Any:
         cfg = self.config
         gen = int(state["generation"])
         if self.shared:
@@ -169,7 +169,7 @@ class RSRPClassify(EvaluatedMethod):
         record.update(self.strategy.metrics(search))  # the network the validation score is of
         return new_state, record
 
-    def finalize(self, state):
+    def finalize(self, state: Any) -> Any:
         search = state["search"]
         _, pred = self.evaluator.predict(self._masks(search), self.ds.x_test, self.ds.y_test)
         fin = test_report(self.ds, pred, "deterministic network",

@@ -62,7 +62,7 @@ class Method(abc.ABC):
     #: mpiexec / srun): its processes then join MPI instead of jax.distributed, rank 0 writing the records
     mpi_ranks: ClassVar[bool] = False
 
-    def __init__(self, config, seed: int):
+    def __init__(self, config: Any, seed: int) -> None:
         self.config = config
         self.seed = int(seed)
 
@@ -88,19 +88,19 @@ class Method(abc.ABC):
         """The state before the first iteration (deterministic given config and seed)."""
 
     @abc.abstractmethod
-    def step(self, state) -> tuple[Any, dict[str, Any]]:
+    def step(self, state: Any) -> tuple[Any, dict[str, Any]]:
         """One iteration: ``(new_state, record)``."""
 
-    def finalize(self, state) -> Finished:
+    def finalize(self, state: Any) -> Finished:
         """Optional end-of-run work (a final evaluation): summary extras, figure data, recordings."""
         return Finished()
 
-    def histograms(self, state) -> dict[str, Any]:
+    def histograms(self, state: Any) -> dict[str, Any]:
         """Optional: named arrays (host NumPy) whose distribution the experiment trackers log each
         iteration (``logger=tensorboard|wandb``), e.g. the release probabilities ``p``."""
         return {}
 
-    def close(self):
+    def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default, not an abstract method
         """Release what the method holds (simulator processes, build folders)."""
 
 
@@ -113,19 +113,20 @@ class EvaluatedMethod(Method):
 
     BaseConfig: ClassVar[type]
     Evaluator: ClassVar[type]
+    _with_evaluator: ClassVar[dict[Any, type]]  # set by with_evaluator, per class
 
-    def histograms(self, state) -> dict[str, Any]:
+    def histograms(self, state: Any) -> dict[str, Any]:
         """The strategy's histograms of the search state (RSRP: ``p``; ES: the mean weights)."""
         strategy = getattr(self, "strategy", None)
         return strategy.histograms(state["search"]) if strategy is not None else {}
 
     @classmethod
-    def with_evaluator(cls, evaluator: type) -> type:
+    def with_evaluator(cls, evaluator: Any) -> type:
         """This method on the back-end whose evaluator class is ``evaluator`` (one class per pair)."""
         made = cls.__dict__.get("_with_evaluator")
         if made is None:
             made = {}
-            setattr(cls, "_with_evaluator", made)
+            cls._with_evaluator = made
         if evaluator not in made:
             config = compose(f"{cls.__name__}_{evaluator.__name__}_Config", evaluator.Config, cls.BaseConfig)
             made[evaluator] = type(f"{cls.__name__}[{evaluator.__name__}]", (cls,),

@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, TypeVar, dataclass_transform
 
 import jax
 import jax.numpy as jnp
@@ -46,14 +46,19 @@ from ..infra.errors import UserError
 from ..core import rule
 from ..core import shaping as shaping_lib
 
-__all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members", "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward",
-           "Strategy", "RSRP", "RSRPState", "ES", "ESState", "generation", "p_metrics", "pytree_dataclass"]
+__all__ = ["REDUCTION_BLOCKS", "equal_blocks", "PopulationKeys", "RSRPKeys", "ESKeys", "Layout", "Members",
+           "EvalResult", "ChunkInfo", "GenerationResult", "NonFiniteReward", "Strategy", "RSRP", "RSRPState", "ES",
+           "ESState", "generation", "p_metrics", "pytree_dataclass"]
 
 
-def pytree_dataclass(cls):
+_C = TypeVar("_C")
+
+
+@dataclass_transform(frozen_default=True)
+def pytree_dataclass(cls: type[_C]) -> type[_C]:
     """A frozen dataclass registered as a JAX pytree (every field is data)."""
     cls = dataclasses.dataclass(frozen=True)(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
 
 
@@ -170,7 +175,7 @@ class EvalResult:
     fitness: Any
     eligibility: Optional[dict] = None
     extras: dict = dataclasses.field(default_factory=dict)
-    deterministic: Optional["EvalResult"] = None
+    deterministic: Optional[EvalResult] = None
 
 
 class NonFiniteReward(UserError):
@@ -194,7 +199,7 @@ class PopulationKeys(ConfigBase):
     # devices dividing it gives the same numbers; 1 = one plain sum per chunk
     reduction_blocks: int = REDUCTION_BLOCKS
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require_at_least(1, "chunk_size", "rank_chunks", "reduction_blocks")
         self.require(self.pop_size >= 2, f"pop_size must be at least 2 sampled members, got {self.pop_size}")
@@ -225,13 +230,13 @@ class RSRPKeys(ConfigBase):
     release_mode: Literal["trial", "spike"] = "trial"  # release drawn once per trial / at every spike
     sampler: Literal["uniform", "threefry"] = "uniform"
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         self.require(0.0 < self.eps < 0.5, f"eps must be in (0, 0.5), got {self.eps}")
         self.require(self.eps <= self.p_init <= 1 - self.eps, f"p_init must be in [eps, 1-eps], got {self.p_init}")
 
-    def strategy(self, shapes: dict, transform, frozen=(), release=None) -> RSRP:
+    def strategy(self, shapes: dict, transform: Any, frozen: Any = (), release: Any = None) -> RSRP:
         return RSRP(shapes, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
                     momentum=self.momentum, eps=self.eps, p_init=self.p_init,
                     release=self.release_mode if release is None else release, frozen=frozen,
@@ -248,12 +253,12 @@ class ESKeys(ConfigBase):
     weight_decay: float = 0.1
     momentum: float = 0.9
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         self.require(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
 
-    def strategy(self, shapes: dict, transform, init_std: float = 1.0) -> ES:
+    def strategy(self, shapes: dict, transform: Any, init_std: float = 1.0) -> ES:
         return ES(shapes, sigma=self.sigma, lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
                   momentum=self.momentum, init_std=init_std, shaping=transform,
                   reduction_blocks=getattr(self, "reduction_blocks", 1))
@@ -273,7 +278,7 @@ class Strategy(abc.ABC):
     #: whether members' eligibilities (spike release) are needed for the gradient
     needs_eligibility: bool = False
 
-    def __init__(self, shaping: shaping_lib.Transform, reduction_blocks: int = 1):
+    def __init__(self, shaping: shaping_lib.Transform, reduction_blocks: int = 1) -> None:
         self.shaping = shaping
         self.reduction_blocks = int(reduction_blocks)
 
@@ -283,39 +288,39 @@ class Strategy(abc.ABC):
 
     # ---- to implement
     @abc.abstractmethod
-    def init(self, key): ...
+    def init(self, key: Any) -> Any: ...
 
     @abc.abstractmethod
-    def ask(self, state, key, n: int) -> Members: ...
+    def ask(self, state: Any, key: Any, n: int) -> Members: ...
 
     @abc.abstractmethod
-    def deterministic(self, state) -> dict: ...
+    def deterministic(self, state: Any) -> dict: ...
 
     @abc.abstractmethod
-    def gradient_terms(self, state, key, n: int, shaped, members: Members | None = None,
-                       eligibility: dict | None = None):
+    def gradient_terms(self, state: Any, key: Any, n: int, shaped: Any, members: Members | None = None,
+                       eligibility: dict | None = None) -> Any:
         """Sums over one chunk of ``n`` members (members regenerated from ``key`` unless given), as
         block sums (a leading axis of ``self.blocks(n)``; :func:`rsrp_sim.core.rule.block_sums`)."""
 
     @abc.abstractmethod
-    def finish_gradient(self, state, sums, n: int):
+    def finish_gradient(self, state: Any, sums: Any, n: int) -> Any:
         """The population estimate from the (block) sums of ``n`` sampled members; the blocks are
         added in order here, after every device has them all."""
 
     @abc.abstractmethod
-    def apply(self, state, grad):
+    def apply(self, state: Any, grad: Any) -> Any:
         """The optimiser step (inside ``jit``); returns the new state."""
 
-    def metrics(self, state) -> dict:
+    def metrics(self, state: Any) -> dict:
         return {}
 
-    def histograms(self, state) -> dict:
+    def histograms(self, state: Any) -> dict:
         """Named arrays whose distribution is worth following over a run (host NumPy)."""
         return {}
 
     # ---- shared
     @functools.cached_property
-    def jitted(self):
+    def jitted(self) -> Any:
         """The jitted pieces the engine calls (one compilation per strategy and shape).
 
         Members come out with their member axis split over every device of every process
@@ -338,12 +343,13 @@ class Strategy(abc.ABC):
         ns.apply = jax.jit(whole(self.apply))
         return ns
 
-    def shape(self, state, fitness):
+    def shape(self, state: Any, fitness: Any) -> Any:
         """Shaped rewards (host NumPy) and the state with the transform's new statistics."""
         shaped, sh = self.shaping(np.asarray(fitness, np.float32), state.shaping)
         return np.asarray(shaped, np.float32), dataclasses.replace(state, shaping=_shaping_leaves(sh))
 
-    def tell(self, state, fitness, key=None, members: Members | None = None, eligibility: dict | None = None):
+    def tell(self, state: Any, fitness: Any, key: Any = None, members: Members | None = None,
+             eligibility: dict | None = None) -> Any:
         """One batch of evaluated members: shape, estimate, update.  Returns ``(state, grad)``.
 
         The batch is ``members`` (or regenerated from ``key``); ``eligibility`` for spike release.
@@ -390,8 +396,8 @@ class RSRP(Strategy):
 
     def __init__(self, shapes: dict, *, lr: float, optimizer: str = "adam", weight_decay: float = 0.0,
                  momentum: float = 0.9, eps: float = rule.EPS, p_init: float = rule.P_INIT,
-                 release: str = "trial", frozen=(), sampler: str = "uniform",
-                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1):
+                 release: str | dict[str, str] = "trial", frozen: Any = (), sampler: str = "uniform",
+                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1) -> None:
         super().__init__(shaping or shaping_lib.Transform(), reduction_blocks)
         if sampler not in self.SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; allowed: {', '.join(self.SAMPLERS)}")
@@ -414,7 +420,7 @@ class RSRP(Strategy):
         self.needs_eligibility = bool(self.spike_groups)
         self.opt = rule.make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay)
 
-    def init(self, key) -> RSRPState:
+    def init(self, key: Any) -> RSRPState:
         p = {k: jnp.asarray(rule.init_p(self.shapes[k], self.p_init)) for k in self.learned}
         frozen = {k: jax.random.bernoulli(jax.random.fold_in(key, 1 + i), 0.5, self.shapes[k])
                   for i, k in enumerate(self.frozen)}
@@ -434,16 +440,17 @@ class RSRP(Strategy):
             return {k: self._sample(key, state.p[k], n) for k in trial}
         return {k: self._sample(jax.random.fold_in(key, i), state.p[k], n) for i, k in enumerate(trial)}
 
-    def ask(self, state, key, n):
+    def ask(self, state: Any, key: Any, n: Any) -> Any:
         # trial groups: one release pattern per member; spike groups: every member releases with
         # probability p at each presynaptic spike, so members share p
         shared = {**{k: state.p[k] for k in self.spike_groups}, **state.frozen}
         return Members(self._patterns(state, key, n), shared, n)
 
-    def deterministic(self, state):
+    def deterministic(self, state: Any) -> Any:
         return {**{k: rule.deterministic_mask(v) for k, v in state.p.items()}, **state.frozen}
 
-    def gradient_terms(self, state, key, n, shaped, members=None, eligibility=None):
+    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None,
+                       eligibility: Any = None) -> Any:
         if self.spike_groups and eligibility is None:
             raise ValueError(f"spike release of {self.spike_groups} needs the members' eligibilities")
         z = members.batched if members is not None else self._patterns(state, key, n)
@@ -454,21 +461,21 @@ class RSRP(Strategy):
                     if self.modes[k] == "spike" else rule.natural_gradient_block_sums(shaped, z[k], state.p[k], b))
                 for k in state.p}
 
-    def finish_gradient(self, state, sums, n):
+    def finish_gradient(self, state: Any, sums: Any, n: Any) -> Any:
         total = jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), sums)
         return {k: (total[k] / n if self.modes[k] == "spike"
                     else rule.finish_natural_gradient(total[k][0], total[k][1], state.p[k], n)) for k in state.p}
 
-    def apply(self, state, grad):
+    def apply(self, state: Any, grad: Any) -> Any:
         p, opt = rule.apply_update(state.p, grad, self.opt, state.opt, self.eps)
         return dataclasses.replace(state, p=p, opt=opt)
 
-    def histograms(self, state) -> dict:
+    def histograms(self, state: Any) -> dict:
         """Release probabilities: all learned synapses together (``p``) and each group (``p/<group>``)."""
         p = {k: np.asarray(v, np.float32).ravel() for k, v in state.p.items()}
         return {"p": np.concatenate(list(p.values())), **{f"p/{k}": v for k, v in p.items()}}
 
-    def metrics(self, state):
+    def metrics(self, state: Any) -> Any:
         return p_metrics(state.p)
 
 
@@ -496,13 +503,13 @@ class ES(Strategy):
 
     def __init__(self, shapes: dict, *, sigma: float, lr: float, optimizer: str = "adamw",
                  weight_decay: float = 0.1, momentum: float = 0.9, init_std: float = 1.0,
-                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1):
+                 shaping: shaping_lib.Transform | None = None, reduction_blocks: int = 1) -> None:
         super().__init__(shaping or shaping_lib.Transform(), reduction_blocks)
         self.shapes = {k: tuple(s) for k, s in shapes.items()}
         self.sigma, self.init_std = float(sigma), float(init_std)
         self.opt = rule.make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay)
 
-    def init(self, key) -> ESState:
+    def init(self, key: Any) -> ESState:
         keys = jax.random.split(key, len(self.shapes))
         mu = {k: self.init_std * jax.random.normal(kk, s, jnp.float32)
               for kk, (k, s) in zip(keys, self.shapes.items())}
@@ -514,42 +521,43 @@ class ES(Strategy):
         return {k: jax.random.normal(jax.random.fold_in(key, i), (n // 2,) + state.mu[k].shape, jnp.float32)
                 for i, k in enumerate(sorted(state.mu))}
 
-    def ask(self, state, key, n):
+    def ask(self, state: Any, key: Any, n: Any) -> Any:
         mu, s = state.mu, self.sigma
         eps = self._noise(state, key, n)
         # member 2j = mu + sigma eps_j, member 2j+1 = mu - sigma eps_j
         return Members({k: (mu[k] + s * jnp.stack([e, -e], axis=1)).reshape((n,) + mu[k].shape)
                         for k, e in eps.items()}, {}, n)
 
-    def deterministic(self, state):
+    def deterministic(self, state: Any) -> Any:
         return dict(state.mu)
 
-    def gradient_terms(self, state, key, n, shaped, members=None, eligibility=None):
+    def gradient_terms(self, state: Any, key: Any, n: Any, shaped: Any, members: Any = None,
+                       eligibility: Any = None) -> Any:
         w = shaped[0::2] - shaped[1::2]
         b = self.blocks(n)
         if b == 1:
             return {k: jnp.tensordot(w, e, axes=1)[None] for k, e in self._noise(state, key, n).items()}
         return {k: rule.block_sums(w, e, b) for k, e in self._noise(state, key, n).items()}
 
-    def finish_gradient(self, state, sums, n):
+    def finish_gradient(self, state: Any, sums: Any, n: Any) -> Any:
         return {k: jnp.sum(v, axis=0) / (n // 2) for k, v in sums.items()}
 
-    def apply(self, state, grad):
+    def apply(self, state: Any, grad: Any) -> Any:
         import optax
 
         updates, opt = self.opt.update(grad, state.opt, state.mu)
         return dataclasses.replace(state, mu=optax.apply_updates(state.mu, updates), opt=opt)
 
-    def metrics(self, state):
+    def metrics(self, state: Any) -> Any:
         return {"param_norm": float(np.sqrt(sum(float(jnp.sum(v**2)) for v in state.mu.values())))}
 
-    def histograms(self, state) -> dict:
+    def histograms(self, state: Any) -> dict:
         """The mean weights of each group (``weights/<group>``)."""
         return {f"weights/{k}": np.asarray(v, np.float32).ravel() for k, v in state.mu.items()}
 
 
 # ----------------------------------------------------------------------------- the generation
-def check_finite(fitness, generation: int | None = None, hint: str = ""):
+def check_finite(fitness: Any, generation: int | None = None, hint: str = "") -> None:
     """Raise :class:`NonFiniteReward` naming the generation and how many members are affected."""
     f = np.asarray(fitness)
     bad = ~np.isfinite(f)
@@ -581,8 +589,8 @@ def _host(x):
     return jax.device_get(x)
 
 
-def generation(strategy: Strategy, state, evaluator, key, layout: Layout, context=None,
-               index: int | None = None, hint: str = ""):
+def generation(strategy: Strategy, state: Any, evaluator: Any, key: Any, layout: Layout, context: Any = None,
+               index: int | None = None, hint: str = "") -> Any:
     """One generation of ``strategy`` with ``evaluator`` (see the module docstring).
 
     Returns ``(new_state, result)``.  ``index`` (1-based) names the generation in error messages;
@@ -594,6 +602,7 @@ def generation(strategy: Strategy, state, evaluator, key, layout: Layout, contex
     chunk, n_chunks = layout.chunk, layout.n_chunks
     packs = bool(getattr(evaluator, "packs_deterministic", False)) and layout.eval_size > 0
     det_net = J.deterministic(state) if layout.eval_size > 0 else None
+    fitness: Any
     fitness, extras, eligibility, kept, det = [], [], [], None, None
     for i in range(n_chunks):
         kc = jax.random.fold_in(k_train, i)

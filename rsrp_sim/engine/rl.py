@@ -14,7 +14,8 @@ An evaluator for RL tasks is a class with a ``Config`` dataclass (its own keys) 
 
 whose results carry ``extras`` with ``env_steps`` (steps taken by real members), ``episodes`` and
 ``spikes`` per member, ``t`` (the loop's length), ``obs_n``/``obs_sum``/``obs_sq`` (what the
-normaliser learns from; the sums as rows of blocks of environments, added here in order).  See ``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
+normaliser learns from; the sums as rows of blocks of environments, added here in order).  See
+``rsrp_sim/backends/jax/rl.py`` and ``rsrp_sim/backends/brian2/rl.py``.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..infra import distributed
 from ..infra.errors import UserError
 from ..infra.recordings import Recording
 from .method import EvaluatedMethod, Figure, Finished
-from .population import ESKeys, Layout, PopulationKeys, RSRPKeys, generation
+from .population import ESKeys, Layout, PopulationKeys, RSRPKeys, Strategy, generation
 
 __all__ = ["RLConfig", "RSRPRLConfig", "ESRLConfig", "RLTask", "RLContext",
            "RLPopulation", "RSRPMethod", "ESMethod", "init_norm", "norm_arrays", "update_norm"]
@@ -54,7 +55,7 @@ class RLConfig(PopulationKeys):
     model: str = "conn_snn"
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require_at_least(1, "generations", "checkpoint_every")
         self.require_at_least(0, "record_episodes")
@@ -65,7 +66,7 @@ class RLConfig(PopulationKeys):
 class RSRPRLConfig(RSRPKeys, RLConfig):
     reservoir: bool = False  # freeze M_h as a Bernoulli(0.5) mask drawn from the run's seed
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.eval_size >= 1, f"eval_size must be at least 1, got {self.eval_size}")
 
@@ -74,7 +75,7 @@ class RSRPRLConfig(RSRPKeys, RLConfig):
 class ESRLConfig(ESKeys, RLConfig):
     model: str = "dense_snn"
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.eval_size >= 1, f"eval_size must be at least 1, got {self.eval_size}")
         self.require(self.pop_size % 2 == 0,
@@ -109,7 +110,7 @@ def init_norm(d: int) -> dict:
     return {"count": np.float64(0.0), "mean": np.zeros(d), "var": np.ones(d)}
 
 
-def norm_arrays(norm: dict, mode: str, d: int):
+def norm_arrays(norm: dict, mode: str, d: int) -> Any:
     """``(mean, scale)`` as float32 arrays; inputs are ``(obs - mean) / scale``.
 
     ``running``: scale = std; ``ema_var``: scale = var (the reference's quirk); ``none``/no data: (0, 1).
@@ -121,7 +122,7 @@ def norm_arrays(norm: dict, mode: str, d: int):
     return np.asarray(norm["mean"], np.float32), np.asarray(scale, np.float32)
 
 
-def update_norm(norm: dict, mode: str, n, s, sq) -> dict:
+def update_norm(norm: dict, mode: str, n: Any, s: Any, sq: Any) -> dict:
     """Merge ``n`` observations with sum ``s`` and sum of squares ``sq`` into the normaliser."""
     if n == 0 or mode == "none":
         return norm
@@ -151,14 +152,15 @@ class RLPopulation(EvaluatedMethod):
     connectivity: ClassVar[str]  # the model kind the strategy needs ('bernoulli' or 'real')
     method_name: ClassVar[str] = "population method"
 
-    def __init__(self, config, seed: int):
+    def __init__(self, config: Any, seed: int) -> None:
         super().__init__(config, seed)
         cfg = config
         self.env = envs.make(cfg.env, cfg.max_episode_steps or None)
         self.const = SNNConstants.from_model(cfg.model, self.env.obs_dim, envs.output_dim(self.env),
                                              cfg.model_overrides)
         if self.const.connectivity != self.connectivity:
-            kind = {"bernoulli": "Bernoulli connectivity (e.g. conn_snn)", "real": "real-valued weights (e.g. dense_snn)"}
+            kind = {"bernoulli": "Bernoulli connectivity (e.g. conn_snn)",
+                    "real": "real-valued weights (e.g. dense_snn)"}
             raise UserError(f"{self.method_name} needs a model with {kind[self.connectivity]}, got model {cfg.model!r}")
         self.strategy = self.make_strategy()
         self.layout = cfg.layout(self.strategy.multiple)
@@ -168,7 +170,7 @@ class RLPopulation(EvaluatedMethod):
         # keys the evaluator resolved for this machine (e.g. spike_impl=auto) are what the run records
         self.config = dataclasses.replace(cfg, **getattr(self.evaluator, "resolved", {}))
 
-    def make_strategy(self):
+    def make_strategy(self) -> Strategy:
         raise NotImplementedError
 
     @property
@@ -176,13 +178,13 @@ class RLPopulation(EvaluatedMethod):
         return self.env.id
 
     # ------------------------------------------------------------------ state
-    def init_state(self):
+    def init_state(self) -> Any:
         key, k_init = jax.random.split(jax.random.PRNGKey(self.seed))
         return {"key": key, "generation": np.int64(0), "env_steps": np.int64(0),
                 "norm": init_norm(self.env.obs_dim), "search": self.strategy.init(k_init)}
 
     # ------------------------------------------------------------------ one generation
-    def step(self, state):
+    def step(self, state: Any) -> Any:
         t0 = time.perf_counter()
         cfg, layout = self.config, self.layout
         mean, scale = norm_arrays(state["norm"], cfg.obs_norm, self.env.obs_dim)
@@ -231,13 +233,13 @@ class RLPopulation(EvaluatedMethod):
         steps = [f"{k}={getattr(cfg, k):g}" for k in ("lr", "sigma") if isinstance(getattr(cfg, k, None), float)]
         return f" (environment {self.env.id}; {cause}" + (f" and {', '.join(steps)})" if steps else ")")
 
-    def finalize(self, state):
+    def finalize(self, state: Any) -> Any:
         """The spikes of the final deterministic network in ``record_episodes`` episodes (when the
         back-end's evaluator can record them)."""
         rec = self.record(state, self.config.record_episodes)
         return Finished(recordings={"episodes": rec} if rec is not None else {})
 
-    def record(self, state, n_episodes: int) -> Recording | None:
+    def record(self, state: Any, n_episodes: int) -> Recording | None:
         """A :class:`~rsrp_sim.infra.recordings.Recording` of the deterministic network of ``state``."""
         fn = getattr(self.evaluator, "record_episodes", None)
         if fn is None or n_episodes < 1:
@@ -269,12 +271,12 @@ class RLPopulation(EvaluatedMethod):
             interval_kind="episode", duration=float(sum(e[1] for e in eps) * env_dt), resolution=dt,
             constants={"model": self.config.model, "env": self.env.id, **_plain_constants(c)})
 
-    def close(self):
+    def close(self) -> None:
         getattr(self.evaluator, "close", lambda: None)()
 
 
-def _plain_constants(c) -> dict:
-    out = {}
+def _plain_constants(c: Any) -> dict:
+    out: dict[str, Any] = {}
     for k, v in dataclasses.asdict(c).items():
         if isinstance(v, (bool, int, float, str)) or v is None:
             out[k] = v
@@ -290,7 +292,7 @@ class RSRPMethod(RLPopulation):
     connectivity = "bernoulli"
     method_name = "rsrp"
 
-    def make_strategy(self):
+    def make_strategy(self) -> Any:
         cfg = self.config
         return cfg.strategy(self.const.param_shapes(), cfg.transform(), frozen=("h",) if cfg.reservoir else (),
                             release=self._release_modes())
@@ -301,7 +303,7 @@ class RSRPMethod(RLPopulation):
         mode = self.config.release_mode
         return {k: (mode if k != "out" else "trial") for k in self.const.param_shapes()}
 
-    def finalize(self, state):
+    def finalize(self, state: Any) -> Any:
         fin = super().finalize(state)
         p = {k: np.asarray(v) for k, v in state["search"].p.items()}
         fin.summary["p_mean"] = float(np.mean(np.concatenate([v.ravel() for v in p.values()])))
@@ -316,6 +318,6 @@ class ESMethod(RLPopulation):
     connectivity = "real"
     method_name = "es"
 
-    def make_strategy(self):
+    def make_strategy(self) -> Any:
         cfg = self.config
         return cfg.strategy(self.const.param_shapes(), cfg.transform(), init_std=self.const.init_std)

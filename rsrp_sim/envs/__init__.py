@@ -7,17 +7,20 @@ Brax tasks (``humanoid``, ``ant``, ``hopper``, ``walker2d`` ..., optionally ``na
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
 from ..infra.errors import UserError, unknown
 from .base import EnvCheckError, check_env, gymnasium_threshold
 from .cartpole import CartPole
 
+__all__ = ["NATIVE", "register", "list_envs", "make", "reward_threshold", "output_dim", "decode_action",
+           "scale_action", "check_env", "EnvCheckError", "CartPole"]
+
 #: environments implemented here (and registered with :func:`register`): id -> factory
 NATIVE = {"CartPole-v1": CartPole}
 
 
-def register(env_id: str, factory, replace: bool = False):
+def register(env_id: str, factory: Any, replace: bool = False) -> None:
     """Make ``envs.make(env_id)`` build ``factory(max_steps=...)`` (an adapter of :mod:`.base`).
 
     For environments of one's own: ``register("Swing-v0", Swing)`` in a module or a script, then
@@ -43,7 +46,7 @@ def list_envs() -> list[str]:
     return list(NATIVE) + extra + brax_names()
 
 
-def make(env_id: str, max_steps: int | None = None):
+def make(env_id: str, max_steps: int | None = None) -> Any:
     """An environment by id (registered ones such as our CartPole-v1, Brax tasks, else gymnax);
     unknown ids raise a UserError."""
     if env_id in NATIVE:
@@ -73,15 +76,15 @@ def reward_threshold(env_id: str | None) -> float | None:
     return None if brax.is_brax_id(env_id) else gymnasium_threshold(env_id)
 
 
-def output_dim(env) -> int:
+def output_dim(env: Any) -> int:
     """Network outputs needed: 1 for two discrete actions (sign read-out), n for n > 2, dim for boxes."""
     if env.action_kind == "discrete" and env.n_actions == 2:
         return 1
     return env.n_actions
 
 
-def decode_action(xp, env, y):
-    """Network output ``y`` (..., output_dim) to an environment action (SPEC §3.1 read-outs)."""
+def decode_action(xp: Any, env: Any, y: Any) -> Any:
+    """Network output ``y`` (..., output_dim) to an environment action (the read-outs of :ref:`science-models`)."""
     if env.action_kind == "discrete":
         if env.n_actions == 2:
             return (y[..., 0] > 0).astype(xp.int32)  # push right when positive
@@ -89,7 +92,7 @@ def decode_action(xp, env, y):
     return scale_action(xp, env, y)
 
 
-def scale_action(xp, env, y):
+def scale_action(xp: Any, env: Any, y: Any) -> Any:
     """A continuous action in [-1, 1] (clipped) to the environment's box ``[action_low, action_high]``."""
     low, high = xp.asarray(env.action_low), xp.asarray(env.action_high)
     return low + (xp.clip(y, -1.0, 1.0) + 1.0) * 0.5 * (high - low)

@@ -43,7 +43,7 @@ def gymnasium_threshold(env_id: str) -> float | None:
     return None if spec.reward_threshold is None else float(spec.reward_threshold)
 
 
-def _fail(env, what: str):
+def _fail(env: Any, what: str) -> None:
     raise EnvCheckError(f"environment {getattr(env, 'id', type(env).__name__)!r}: {what}")
 
 
@@ -53,7 +53,8 @@ def _check_attributes(env):
         if not isinstance(value, kind) or isinstance(value, bool):
             _fail(env, f"attribute {name} must be {kind.__name__}, got {value!r}")
     if env.obs_dim < 1 or env.n_actions < 1 or env.max_steps < 1:
-        _fail(env, f"obs_dim, n_actions and max_steps must be >= 1, got {env.obs_dim}, {env.n_actions}, {env.max_steps}")
+        _fail(env, f"obs_dim, n_actions and max_steps must be >= 1, "
+                   f"got {env.obs_dim}, {env.n_actions}, {env.max_steps}")
     if env.action_kind not in ACTION_KINDS:
         _fail(env, f"action_kind must be one of {ACTION_KINDS}, got {env.action_kind!r}")
     thr = getattr(env, "reward_threshold", "missing")
@@ -67,7 +68,7 @@ def _check_attributes(env):
             _fail(env, f"action_low/action_high must be ({env.n_actions},) arrays with low < high")
 
 
-def _check_obs(env, obs, where: str):
+def _check_obs(env: Any, obs: Any, where: str) -> None:
     shape, dtype = np.shape(obs), getattr(obs, "dtype", None)
     if shape != (env.obs_dim,) or dtype != np.float32:
         _fail(env, f"{where} must return a float32 observation of shape ({env.obs_dim},), got {dtype} {shape}")
@@ -84,7 +85,7 @@ def _action(env, rng):
     return jnp.asarray(rng.uniform(low, high), jnp.float32)
 
 
-def check_env(env, seed: int = 0, episode_steps: int | None = None, policy=None) -> dict[str, Any]:
+def check_env(env: Any, seed: int = 0, episode_steps: int | None = None, policy: Any = None) -> dict[str, Any]:
     """Check ``env`` against the interface; raise :class:`EnvCheckError` naming the first problem.
 
     Checks the attributes, that ``reset`` is a pure function of its key and ``jit``/``vmap``-able,

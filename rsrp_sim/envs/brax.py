@@ -66,7 +66,7 @@ def is_brax_id(env_id: str) -> bool:
     return ":" in env_id or env_id in KNOWN_TASKS
 
 
-def make(env_id: str, max_steps: int | None = None) -> "BraxEnv":
+def make(env_id: str, max_steps: int | None = None) -> BraxEnv:
     name, _, pipeline = env_id.partition(":")
     pipeline = pipeline or DEFAULT_PIPELINE
     if pipeline not in PIPELINES:

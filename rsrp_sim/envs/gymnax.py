@@ -1,4 +1,5 @@
-"""gymnax environments (``Acrobot-v1``, ``Pendulum-v1``, ``MountainCar-v0`` ...) behind the interface of :mod:`.base`."""
+"""gymnax environments (``Acrobot-v1``, ``Pendulum-v1``, ``MountainCar-v0`` ...) behind the interface of
+:mod:`.base`."""
 from __future__ import annotations
 
 import numpy as np

@@ -23,6 +23,9 @@ import yaml
 
 from .errors import UserError, unknown
 
+__all__ = ["MODEL_PREFIX", "parse_overrides", "coerce", "POSITIVE", "must_be_positive", "check_positive", "field_types",
+           "apply", "build", "to_dict", "describe", "ConfigBase", "compose"]
+
 MODEL_PREFIX = "model."
 _EXPONENT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
@@ -55,13 +58,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _type_name(tp) -> str:
+def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
-def coerce(key: str, value, tp):
+def coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int -> float only)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -115,19 +118,19 @@ def must_be_positive(key: str) -> bool:
     return any(POSITIVE.match(p) for p in parts[-2:] if p != "model")
 
 
-def check_positive(key: str, value):
+def check_positive(key: str, value: Any) -> None:
     """A one-line error when ``key`` must be > 0 (:func:`must_be_positive`) and ``value`` is not."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and must_be_positive(key) \
             and not value > 0:
         raise UserError(f"{key} must be > 0, got {value}")
 
 
-def field_types(cls) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def apply(cfg, values: dict[str, Any], source: str = "override"):
+def apply(cfg: Any, values: dict[str, Any], source: str = "override") -> Any:
     """A copy of dataclass ``cfg`` with ``values`` checked and applied."""
     types = field_types(type(cfg))
     changes = {}
@@ -143,7 +146,7 @@ def apply(cfg, values: dict[str, Any], source: str = "override"):
     return dataclasses.replace(cfg, **changes)
 
 
-def build(cls, *layers: tuple[str, dict[str, Any]]):
+def build(cls: type, *layers: tuple[str, dict[str, Any]]) -> Any:
     """Defaults of ``cls``, then each ``(source, values)`` layer in order; then ``validate()``."""
     cfg = cls()
     for source, values in layers:
@@ -155,11 +158,11 @@ def build(cls, *layers: tuple[str, dict[str, Any]]):
     return cfg
 
 
-def to_dict(cfg) -> dict[str, Any]:
+def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls) -> list[str]:
+def describe(cls: type) -> list[str]:
     """``key (type, default)`` lines for help output."""
     out = []
     defaults = cls()
@@ -172,15 +175,15 @@ class ConfigBase:
     """Root of every configuration dataclass: :meth:`validate` is cooperative (each class checks
     its own keys and calls ``super().validate()``), so composed configurations check them all."""
 
-    def validate(self):
+    def validate(self) -> None:
         pass
 
-    def require(self, condition: bool, message: str):
+    def require(self, condition: bool, message: str) -> None:
         """Raise a one-line :class:`UserError` with ``message`` unless ``condition``."""
         if not condition:
             raise UserError(message)
 
-    def require_at_least(self, minimum, *keys: str):
+    def require_at_least(self, minimum: Any, *keys: str) -> None:
         for key in keys:
             value = getattr(self, key)
             self.require(value >= minimum, f"{key} must be at least {minimum}, got {value}")

@@ -32,6 +32,7 @@ import re
 import signal
 import sys
 import threading
+from typing import Any
 
 from .errors import UserError
 
@@ -46,7 +47,7 @@ INIT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_INIT_TIMEOUT", "60"))
 #: seconds without a heartbeat after which the coordinator declares a process dead and stops the others
 HEARTBEAT_TIMEOUT_S = int(os.environ.get("RSRP_SIM_HEARTBEAT_TIMEOUT", "20"))
 
-_started: "Cluster | None" = None
+_started: Cluster | None = None
 _comm = None  # mpi4py's COMM_WORLD after start_ranks() in a job of several MPI ranks
 #: environment variables that give the number of MPI ranks a launcher started (Open MPI, MPICH/Intel MPI, srun)
 MPI_SIZE_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")
@@ -64,14 +65,14 @@ class Cluster:
     detected: str  # "single", "explicit", "slurm", "openmpi", "mpi" (ranks of an mpi_ranks method)
 
 
-def _int(name: str, value) -> int:
+def _int(name: str, value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         raise UserError(f"{name} must be an integer, got {value!r}") from None
 
 
-def plan(coordinator=None, num_processes=None, process_id=None, environ=None) -> Cluster:
+def plan(coordinator: Any = None, num_processes: Any = None, process_id: Any = None, environ: Any = None) -> Cluster:
     """What :func:`initialize` would start, from the arguments, else the environment (checked)."""
     env = os.environ if environ is None else environ
     if coordinator is None and num_processes is None and process_id is None and env.get(ENV[0]):
@@ -89,15 +90,15 @@ def plan(coordinator=None, num_processes=None, process_id=None, environ=None) ->
             raise UserError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
         return Cluster(str(coordinator), n, i, "explicit")
     if _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1:
-        return Cluster(None, _int("SLURM_NTASKS", env["SLURM_NTASKS"]), _int("SLURM_PROCID", env.get("SLURM_PROCID", 0)),
-                       "slurm")
+        return Cluster(None, _int("SLURM_NTASKS", env["SLURM_NTASKS"]),
+                       _int("SLURM_PROCID", env.get("SLURM_PROCID", 0)), "slurm")
     if _int("OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
         return Cluster(None, _int("OMPI_COMM_WORLD_SIZE", env["OMPI_COMM_WORLD_SIZE"]),
                        _int("OMPI_COMM_WORLD_RANK", env.get("OMPI_COMM_WORLD_RANK", 0)), "openmpi")
     return Cluster(None, 1, 0, "single")
 
 
-def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster:
+def initialize(coordinator: Any = None, num_processes: Any = None, process_id: Any = None) -> Cluster:
     """Start ``jax.distributed`` when this run has several processes (see the module docstring).
 
     Call before anything touches a JAX device.  One process: nothing happens.  A coordinator that
@@ -114,7 +115,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # JAX's own time-out ends the process with a C++ abort and a stack of lines; a watchdog says it
     # in one line first (and exits with status 2), a little before JAX would
-    kw = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    kw: dict[str, Any] = dict(initialization_timeout=INIT_TIMEOUT_S + 30, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     if cluster.detected == "explicit":
         kw.update(coordinator_address=cluster.coordinator, num_processes=cluster.num_processes,
                   process_id=cluster.process_id)
@@ -140,7 +141,7 @@ def initialize(coordinator=None, num_processes=None, process_id=None) -> Cluster
     return cluster
 
 
-def mpi_launch_size(environ=None) -> int:
+def mpi_launch_size(environ: Any = None) -> int:
     """How many MPI ranks the launcher that started this process started (1: none)."""
     env = os.environ if environ is None else environ
     for name in MPI_SIZE_ENV:
@@ -188,7 +189,7 @@ def start_ranks() -> Cluster:
     return _started
 
 
-def abort(code: int):
+def abort(code: int) -> None:
     """End every rank of the MPI job now with exit status ``code`` (several ranks), else ``sys.exit``."""
     if _comm is not None:
         sys.stdout.flush()
@@ -197,7 +198,7 @@ def abort(code: int):
     sys.exit(int(code))
 
 
-def mpi_comm():
+def mpi_comm() -> Any:
     """mpi4py's communicator of the ranks (None unless :func:`start_ranks` joined several)."""
     return _comm
 
@@ -223,8 +224,8 @@ def is_writer() -> bool:
     return _started is None or _started.num_processes == 1 or process_index() == 0
 
 
-@functools.lru_cache(maxsize=None)
-def mesh():
+@functools.cache
+def mesh() -> Any:
     """The global device mesh of the member axis (every device of every process)."""
     import jax
     import numpy as np
@@ -241,7 +242,7 @@ def device_count() -> int:
     return jax.device_count()
 
 
-def member_sharding(n: int):
+def member_sharding(n: int) -> Any:
     """A sharding of an ``n``-member leading axis over all devices, or ``None`` (one device, or
     ``n`` not divisible by the device count: then the computation is replicated)."""
     d = device_count()
@@ -252,13 +253,13 @@ def member_sharding(n: int):
     return NamedSharding(mesh(), PartitionSpec("members"))
 
 
-def _is_tracer(x) -> bool:
+def _is_tracer(x: Any) -> bool:
     import jax
 
     return isinstance(x, jax.core.Tracer)
 
 
-def shard_members(tree, n: int):
+def shard_members(tree: Any, n: int) -> Any:
     """Split every leaf whose leading axis has length ``n`` over the devices (a sharding constraint
     inside ``jit``, a transfer outside); other leaves (scalars, population sums) are left as they are."""
     sh = member_sharding(n)
@@ -274,7 +275,7 @@ def shard_members(tree, n: int):
     return jax.tree_util.tree_map(one, tree)
 
 
-def replicate(tree):
+def replicate(tree: Any) -> Any:
     """Every leaf complete on every device (inside ``jit``: the results the host reads, gathered)."""
     if device_count() <= 1:
         return tree
@@ -286,14 +287,14 @@ def replicate(tree):
         lambda x: jax.lax.with_sharding_constraint(x, full) if _is_tracer(x) else jax.device_put(x, full), tree)
 
 
-def host(tree):
+def host(tree: Any) -> Any:
     """``jax.device_get`` for results that every process holds completely."""
     import jax
 
     return jax.device_get(tree)
 
 
-def broadcast_from_writer(tree):
+def broadcast_from_writer(tree: Any) -> Any:
     """Process 0's values of ``tree`` on every process (e.g. a checkpoint only the writer read)."""
     if _started is None or _started.num_processes == 1:
         return tree
@@ -304,7 +305,7 @@ def broadcast_from_writer(tree):
     return multihost_utils.broadcast_one_to_all(tree)
 
 
-def barrier(name: str):
+def barrier(name: str) -> Any:
     """Wait until every process reaches this point."""
     if _started is None or _started.num_processes == 1:
         return
@@ -326,7 +327,7 @@ class InterruptAgreement:
     once.  With one process Ctrl-C is Python's KeyboardInterrupt, as always.  MPI ranks take SIGUSR1
     the same way (what ``rsrp-sim launch --mpi`` sends mpiexec, which passes it on to every rank)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.flag = False
         self._old = None
         self._old_usr1 = None
@@ -350,7 +351,7 @@ class InterruptAgreement:
 
         return bool(np.asarray(multihost_utils.process_allgather(np.int32(self.flag))).any())
 
-    def close(self):
+    def close(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
@@ -372,13 +373,13 @@ def _lost_errors():
 LOST_PROCESS_ERRORS = _lost_errors()
 
 
-def lost_process_message(error) -> str:
+def lost_process_message(error: Any) -> str:
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
     return (f"process {process_index()}: another process of this run stopped ({first}); every completed "
             f"iteration is in the run folder: start all processes again with --resume")
 
 
-def check_layout(layout, what: str = "population"):
+def check_layout(layout: Any, what: str = "population") -> None:
     """Refuse a population the devices do not divide (one line), so every device holds whole chunks
     and the members' results are gathered, not recomputed; note when the devices do not divide the
     reduction blocks (the numbers may then differ from other device counts in the last bits)."""

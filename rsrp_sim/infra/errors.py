@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import difflib
 import errno as _errno
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED", "EXIT_INTERRUPTED", "DISK_FULL", "UserError", "RunFailed",
+           "FolderBusy", "os_error_message", "WriteError", "one_line", "unknown"]
 
 EXIT_INTERNAL = 1  #: an unexpected internal error (a bug); --debug shows the traceback
 EXIT_USAGE = 2  #: bad input or environment (one line on stderr)
@@ -40,7 +45,7 @@ class FolderBusy(UserError):
     """A run (or group) folder is being written by another process (its lock is held)."""
 
 
-def os_error_message(err: OSError, path=None, writing: bool = True) -> str:
+def os_error_message(err: OSError, path: Any = None, writing: bool = True) -> str:
     """``err`` as one line naming the file and the reason, e.g. ``the disk is full: cannot write X``;
     ``writing=False`` when it is not known whether the file was being read or written."""
     path = path if path is not None else (err.filename or "a file")
@@ -66,19 +71,19 @@ class WriteError(UserError):
     ``str()`` is :func:`os_error_message` plus what to do (``hint``); ``reason`` is the message alone.
     """
 
-    def __init__(self, path, err: OSError, hint: str = ""):
+    def __init__(self, path: Any, err: OSError, hint: str = "") -> None:
         self.path, self.errno = path, err.errno
         self.disk_full = err.errno in DISK_FULL
         self.reason = os_error_message(err, path)
         super().__init__(f"{self.reason}; {hint}" if hint else self.reason)
 
 
-def one_line(message) -> str:
+def one_line(message: object) -> str:
     """A message as one line (newlines of e.g. a YAML error folded into spaces)."""
     return " ".join(str(message).split("\n")).strip()
 
 
-def unknown(what: str, value, allowed) -> UserError:
+def unknown(what: str, value: object, allowed: Iterable[Any]) -> UserError:
     """``unknown method 'rsrpp' (did you mean 'rsrp'?); allowed: rsrp, es``."""
     allowed = [str(a) for a in allowed]
     close = difflib.get_close_matches(str(value), allowed, n=1)

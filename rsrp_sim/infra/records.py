@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ import numpy as np
 import yaml
 
 from .errors import DISK_FULL, FolderBusy, UserError, WriteError
+
+__all__ = ["STANDARD_FIELDS", "CONFIG", "METRICS", "SUMMARY", "CHECKPOINT", "LOCK", "PLOTS", "NOT_WRITABLE", "FULL",
+           "file_mode", "writing", "atomic_write_bytes", "clean_temp_files", "jsonable", "json_bytes", "FolderLock",
+           "flatten_state", "unflatten_state", "check_meta", "MetricsError", "parse_metrics", "read_metrics", "RunDir",
+           "read_summary", "NullRunDir", "safe_name", "inside"]
 
 #: the columns every metrics.csv starts with (in this order, those a method records)
 STANDARD_FIELDS = ("iteration", "env_steps", "examples", "wall_s", "train_score", "eval_score")
@@ -71,7 +77,7 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def writing(path, hint: str = ""):
+def writing(path: Any, hint: str = "") -> Iterator[Any]:
     """Turn an ``OSError`` raised inside into a one-line :class:`WriteError` about ``path``."""
     try:
         yield
@@ -79,7 +85,7 @@ def writing(path, hint: str = ""):
         raise WriteError(path, e, FULL if hint == NOT_WRITABLE and e.errno in DISK_FULL else hint) from e
 
 
-def atomic_write_bytes(path: Path, data: bytes, hint: str = ""):
+def atomic_write_bytes(path: Path, data: bytes, hint: str = "") -> None:
     """Write ``data`` to ``path`` through a temporary file renamed over it (never a torn file)."""
     path = Path(path)
     with writing(path, hint):
@@ -118,7 +124,7 @@ def read_yaml(path: Path) -> Any:
         raise UserError(f"cannot read {path} ({e.strerror})") from None
 
 
-def jsonable(v):
+def jsonable(v: Any) -> Any:
     """``v`` with NumPy scalars as Python numbers, paths as strings and non-finite floats as None."""
     if isinstance(v, dict):
         return {str(k): jsonable(x) for k, x in v.items()}
@@ -135,7 +141,7 @@ def jsonable(v):
     return v
 
 
-def json_bytes(doc) -> bytes:
+def json_bytes(doc: Any) -> bytes:
     """Strict JSON (``null`` for NaN and infinities), indented, with a final newline."""
     return (json.dumps(jsonable(doc), indent=2, allow_nan=False, default=str) + "\n").encode()
 
@@ -148,7 +154,7 @@ class FolderLock:
     so that no two processes can ever lock two different files of one folder.
     """
 
-    def __init__(self, folder, what: str = "run folder", hint: str = NOT_WRITABLE):
+    def __init__(self, folder: Any, what: str = "run folder", hint: str = NOT_WRITABLE) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK
         with writing(self.path, hint):
@@ -168,17 +174,17 @@ class FolderLock:
         except OSError as e:
             os.close(fd)
             raise WriteError(self.path, e, hint) from e
-        self._fd = fd
+        self._fd: int | None = fd
 
     @staticmethod
-    def _holder(fd) -> str:
+    def _holder(fd: Any) -> str:
         try:
             text = os.pread(fd, 64, 0).decode(errors="replace").strip()
         except OSError:
             text = ""
         return text if text.isdigit() else "unknown"
 
-    def release(self):
+    def release(self) -> None:
         fd, self._fd = getattr(self, "_fd", None), None
         if fd is not None:
             os.close(fd)  # closing the descriptor drops the lock
@@ -189,7 +195,7 @@ class FolderLock:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def flatten_state(state) -> dict[str, np.ndarray]:
+def flatten_state(state: Any) -> dict[str, np.ndarray]:
     """A state pytree (dicts, tuples, optax states, arrays, scalars) as named NumPy arrays."""
     import jax
 
@@ -197,13 +203,13 @@ def flatten_state(state) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(jax.device_get(leaf)) for path, leaf in leaves}
 
 
-def unflatten_state(arrays: dict[str, np.ndarray], template):
+def unflatten_state(arrays: dict[str, np.ndarray], template: Any) -> Any:
     """Inverse of :func:`flatten_state` given a template state of the same structure."""
     import jax
     import jax.numpy as jnp
 
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    out = []
+    out: list[Any] = []
     for path, leaf in leaves:
         name = jax.tree_util.keystr(path)
         if name not in arrays:
@@ -226,7 +232,7 @@ def unflatten_state(arrays: dict[str, np.ndarray], template):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def check_meta(meta, path) -> dict[str, Any]:
+def check_meta(meta: Any, path: Any) -> dict[str, Any]:
     """A checkpoint's metadata: a mapping with ``iteration`` (int >= 0) and ``wall_s`` (finite, >= 0)."""
     if not isinstance(meta, dict):
         raise UserError(f"checkpoint {path} has malformed metadata (a {type(meta).__name__}, expected a "
@@ -246,7 +252,7 @@ class MetricsError(UserError):
     """``metrics.csv`` is damaged (other than a torn last row)."""
 
 
-def parse_metrics(path) -> tuple[list[dict[str, Any]], list[str] | None, bool]:
+def parse_metrics(path: Any) -> tuple[list[dict[str, Any]], list[str] | None, bool]:
     """``(rows, columns, torn)`` of ``metrics.csv``: numbers parsed; a torn last row is left out.
 
     Rows must number the iterations 1, 2, 3 ... in order; any other damage raises
@@ -287,12 +293,12 @@ def parse_metrics(path) -> tuple[list[dict[str, Any]], list[str] | None, bool]:
     return rows, columns, torn
 
 
-def read_metrics(path) -> list[dict[str, Any]]:
+def read_metrics(path: Any) -> list[dict[str, Any]]:
     """``metrics.csv`` as a list of dicts with numbers parsed (a torn last row left out)."""
     return parse_metrics(path)[0]
 
 
-def _num(v: str):
+def _num(v: str) -> Any:
     if v is None or v == "":
         return None
     try:
@@ -312,14 +318,14 @@ def _fmt(v):
     return v
 
 
-def _csv_lines(rows) -> bytes:
+def _csv_lines(rows: Any) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerows(rows)
     return buf.getvalue().encode()
 
 
-def _rows_bytes(columns, rows) -> bytes:
+def _rows_bytes(columns: Any, rows: Any) -> bytes:
     if columns is None:  # nothing but a torn header
         return b""
     return _csv_lines([columns] + [[_fmt(r.get(k, "")) for k in columns] for r in rows])
@@ -332,7 +338,7 @@ class RunDir:
     #: whether this object writes (False: a process other than the writer of a multi-process run)
     writes = True
 
-    def __init__(self, path: Path, config: dict[str, Any], lock: FolderLock | None = None):
+    def __init__(self, path: Path, config: dict[str, Any], lock: FolderLock | None = None) -> None:
         self.path = Path(path)
         self.config = config
         self._lock = lock
@@ -341,7 +347,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ create / open / close
     @classmethod
-    def create(cls, path, config: dict[str, Any]) -> "RunDir":
+    def create(cls, path: Any, config: dict[str, Any]) -> RunDir:
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UserError(f"run folder {path} already exists; pass --resume to continue it "
@@ -372,7 +378,7 @@ class RunDir:
         return rd
 
     @classmethod
-    def open(cls, path) -> "RunDir":
+    def open(cls, path: Any) -> RunDir:
         path = Path(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path} is not a run folder (no {CONFIG}); nothing to resume")
@@ -388,13 +394,13 @@ class RunDir:
             raise
         return cls(path, config, lock)
 
-    def close(self):
+    def close(self) -> None:
         """Release the folder's lock (another process may write it from now on)."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
 
-    def discard(self, also=()):
+    def discard(self, also: Any = ()) -> None:
         """Remove what :meth:`create` and a run that never completed an iteration wrote (a run that
         never started leaves no folder behind), and the sub-folders named in ``also`` (a tracker's);
         files anyone else put there are kept."""
@@ -424,7 +430,7 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.metrics_path)
 
-    def prepare_metrics(self, iterations: int):
+    def prepare_metrics(self, iterations: int) -> None:
         """On resume: keep rows 1..``iterations`` (the checkpoint's), drop a torn last row and the rows
         written after the checkpoint; refuse a file that lacks rows the checkpoint has."""
         rows, columns, torn = parse_metrics(self.metrics_path)
@@ -435,7 +441,7 @@ class RunDir:
         if torn or len(rows) > iterations:
             atomic_write_bytes(self.metrics_path, _rows_bytes(columns, rows[:iterations]), NOT_WRITABLE)
 
-    def append_metrics(self, row: dict[str, Any]):
+    def append_metrics(self, row: dict[str, Any]) -> None:
         """Append one row (the header first in a new file), as one write."""
         new = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
         lines = []
@@ -446,7 +452,7 @@ class RunDir:
                 lines.append(self._columns)
             else:
                 self._columns = parse_metrics(self.metrics_path)[1]
-        lines.append([_fmt(row.get(k, "")) for k in self._columns])
+        lines.append([_fmt(row.get(k, "")) for k in self._columns])  # type: ignore[union-attr]  # has a header
         data = _csv_lines(lines)
         with writing(self.metrics_path, NOT_WRITABLE):
             fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
@@ -456,7 +462,7 @@ class RunDir:
             finally:
                 os.close(fd)
 
-    def truncate_metrics(self, iterations: int):
+    def truncate_metrics(self, iterations: int) -> None:
         """Drop rows beyond ``iterations`` (written after the last checkpoint of a killed run)."""
         rows, columns, torn = parse_metrics(self.metrics_path)
         if len(rows) <= iterations and not torn:
@@ -468,14 +474,14 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT
 
-    def save_checkpoint(self, state, meta: dict[str, Any]):
-        arrays = flatten_state(state)
+    def save_checkpoint(self, state: Any, meta: dict[str, Any]) -> None:
+        arrays: dict[str, Any] = flatten_state(state)
         arrays["__meta__"] = np.asarray(json.dumps(jsonable(meta), allow_nan=False, default=str))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(self.checkpoint_path, buf.getvalue(), NOT_WRITABLE)
 
-    def load_checkpoint(self, template):
+    def load_checkpoint(self, template: Any) -> Any:
         """``(state, meta)`` from ``checkpoint.npz`` (``(None, None)`` without one); a damaged file or
         metadata is a one-line error."""
         arrays, meta = self.read_checkpoint()
@@ -483,7 +489,7 @@ class RunDir:
             return None, None
         return unflatten_state(arrays, template), meta
 
-    def read_checkpoint(self):
+    def read_checkpoint(self) -> Any:
         """``(arrays, meta)`` of ``checkpoint.npz`` (``(None, None)`` without one), metadata checked."""
         if not self.checkpoint_path.exists():
             return None, None
@@ -502,14 +508,14 @@ class RunDir:
                             f"run") from None
         return arrays, check_meta(meta, path)
 
-    def write_summary(self, summary: dict[str, Any]):
+    def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / SUMMARY, json_bytes(summary), NOT_WRITABLE)
 
     def read_summary(self) -> dict[str, Any]:
         return read_summary(self.path)
 
 
-def read_summary(folder) -> dict[str, Any]:
+def read_summary(folder: Any) -> dict[str, Any]:
     """A run folder's ``summary.json`` ({} when there is none); a damaged one is a one-line error."""
     p = Path(folder) / SUMMARY
     if not p.exists():
@@ -530,7 +536,7 @@ class NullRunDir(RunDir):
     writes = False
 
     @classmethod
-    def open(cls, path) -> "NullRunDir":
+    def open(cls, path: Any) -> NullRunDir:
         path = Path(path)
         if not (path / CONFIG).is_file():
             raise UserError(f"{path} is not a run folder (no {CONFIG}) as seen from this process; the run "
@@ -541,36 +547,36 @@ class NullRunDir(RunDir):
             raise UserError(f"{path / CONFIG} is not valid YAML: {str(e).splitlines()[0]}") from None
         return cls(path, config)
 
-    def discard(self, also=()):
+    def discard(self, also: Any = ()) -> None:
         pass
 
-    def read_metrics(self):
+    def read_metrics(self) -> Any:
         return []
 
-    def prepare_metrics(self, iterations: int):
+    def prepare_metrics(self, iterations: int) -> None:
         pass
 
-    def append_metrics(self, row):
+    def append_metrics(self, row: Any) -> None:
         pass
 
-    def truncate_metrics(self, iterations: int):
+    def truncate_metrics(self, iterations: int) -> None:
         pass
 
-    def save_checkpoint(self, state, meta):
+    def save_checkpoint(self, state: Any, meta: Any) -> None:
         pass
 
-    def load_checkpoint(self, template):
+    def load_checkpoint(self, template: Any) -> Any:
         return None, None
 
-    def read_checkpoint(self):
+    def read_checkpoint(self) -> Any:
         return None, None
 
-    def write_summary(self, summary):
+    def write_summary(self, summary: Any) -> None:
         pass
 
 
 # ----------------------------------------------------------------------------- names of output files
-def safe_name(text, default: str = "unnamed") -> str:
+def safe_name(text: Any, default: str = "unnamed") -> str:
     """``text`` as a file name: letters, digits, ``._-`` and ``=`` kept, anything else (``/``, ``..``
     path parts, spaces, ...) becomes ``-``; never starts with a dot."""
     name = re.sub(r"[^A-Za-z0-9._=-]+", "-", str(text))
@@ -578,7 +584,7 @@ def safe_name(text, default: str = "unnamed") -> str:
     return name[:120] or default
 
 
-def inside(folder, name: str) -> Path:
+def inside(folder: Any, name: str) -> Path:
     """``folder / name``, refusing a result that would lie outside ``folder``."""
     folder = Path(folder)
     path = folder / name

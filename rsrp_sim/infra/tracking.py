@@ -68,7 +68,7 @@ def with_logger_key(method_cls: type) -> type:
         config.__module__ = cfg.__module__
         made = type(method_cls.__name__, (method_cls,), {"Config": config, "__module__": method_cls.__module__,
                                                          "__qualname__": method_cls.__qualname__})
-        setattr(method_cls, "_with_logger_key", made)
+        method_cls._with_logger_key = made
     return made
 
 
@@ -174,7 +174,8 @@ class WandbTracker(Tracker):
                                   name=Path(run_dir).name, id=run_id, resume="allow", dir=str(run_dir),
                                   config=config, mode=mode, settings=settings, reinit="create_new")
         except Exception as e:  # wandb's own errors (a bad setting, no service): one line
-            raise UserError(f"W&B could not start a run (mode {mode}): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"W&B could not start a run (mode {mode}): {first}") from None
         self.wandb = wandb
 
     def log(self, record, histograms):

@@ -70,8 +70,8 @@ def run_ablation(name: str, seeds, preset="cpu", out=None, resume=False, overrid
             raise
     else:
         for v in chosen:  # validate every configuration before anything runs
-            protocol.build_config(spec["method"], spec.get("backend") or protocol.method(spec["method"]).default_backend,
-                                  preset, {**overrides, key: v})
+            backend = spec.get("backend") or protocol.method(spec["method"]).default_backend
+            protocol.build_config(spec["method"], backend, preset, {**overrides, key: v})
         seeds = check_seeds(list(seeds), "--seeds")
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = Path(out) if out is not None else Path("runs") / "ablations" / f"{stamp}_{name}"

@@ -77,7 +77,7 @@ class MethodSpec:
         return next(iter(self.backends))
 
 
-def load_object(target):
+def load_object(target: Any) -> Any:
     """Import ``"module:Name"`` (a class given directly is returned as it is)."""
     if not isinstance(target, str):
         return target
@@ -109,7 +109,7 @@ class Protocol:
 
     def __init__(self, name: str, description: str, methods: list[MethodSpec], module: str,
                  score_label: str = "episode return", steps_label: str = "env_steps",
-                 shortcuts: dict[str, str] | None = None, direction: str = "maximize"):
+                 shortcuts: dict[str, str] | None = None, direction: str = "maximize") -> None:
         self.name = name
         #: whether a larger score is better (``maximize``, every protocol's score) or a smaller one (sweeps)
         self.direction = direction
@@ -130,7 +130,7 @@ class Protocol:
     def presets(self) -> dict[str, Any]:
         return self.spec()["presets"]
 
-    def add_method(self, spec: MethodSpec):
+    def add_method(self, spec: MethodSpec) -> None:
         """Register another method (see the README's *Extending*); its presets are
         ``protocols/<protocol>.yaml`` entries named like it, if any."""
         if spec.name in self.methods:
@@ -142,7 +142,7 @@ class Protocol:
             raise unknown(f"method for protocol {self.name}", name, self.methods)
         return self.methods[name]
 
-    def method_class(self, spec: MethodSpec, backend: str):
+    def method_class(self, spec: MethodSpec, backend: str) -> Any:
         if backend not in spec.backends:
             raise unknown(f"back-end for method {spec.name}", backend, spec.backends)
         try:
@@ -154,7 +154,7 @@ class Protocol:
         cls = load_object(spec.method).with_evaluator(target) if spec.method else target
         return tracking.with_logger_key(cls)  # every method has the key logger=
 
-    def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]):
+    def build_config(self, method: str, backend: str, preset: str, overrides: dict[str, Any]) -> Any:
         spec = self.method(method)
         cls = self.method_class(spec, backend).Config
         presets = self.presets
@@ -174,8 +174,8 @@ class Protocol:
         return Path("runs") / self.name / f"{stamp}_{method}_{backend}_s{seed}"
 
     def run(self, method: str | None = None, backend: str | None = None, preset: str = "cpu", seed: int = 0,
-            out=None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
-            stop_after: int | None = None, hooks=()):
+            out: Any = None, resume: bool = False, overrides: dict[str, Any] | None = None, progress: bool = True,
+            stop_after: int | None = None, hooks: Any = ()) -> Any:
         """Run (or resume) one method; returns ``(run_dir, summary)``.
 
         ``stop_after`` stops after that many iterations of this call, as an interruption would
@@ -219,7 +219,8 @@ class Protocol:
         finally:
             instance.close()
 
-    def _resume(self, rd: RunDir, method, backend, overrides, progress, stop_after, hooks=()):
+    def _resume(self, rd: RunDir, method: Any, backend: Any, overrides: Any, progress: Any, stop_after: Any,
+                hooks: Any = ()) -> Any:
         saved = check_run_doc(rd.path, rd.config, self.name, self.module)
         for given, key in ((method, "method"), (backend, "backend")):
             if given is not None and given != saved[key]:
@@ -266,8 +267,9 @@ class Protocol:
         finally:
             instance.close()
 
-    def _loop(self, rd: RunDir, m, cfg, method, backend, preset, seed, state, start, wall, progress, stop_after,
-              fresh: bool, hooks=()):
+    def _loop(self, rd: RunDir, m: Any, cfg: Any, method: Any, backend: Any, preset: Any, seed: Any, state: Any,
+              start: Any, wall: Any, progress: Any, stop_after: Any,
+              fresh: bool, hooks: Any = ()) -> Any:
         from tqdm.auto import tqdm
 
         from ..analysis import plots
@@ -373,7 +375,8 @@ class Protocol:
                         plots.draw(fig, rd.path / "plots")
                 summary.update(fin.summary)
                 with writing(rd.path / recordlib.FOLDER, NOT_WRITABLE):
-                    for name, recording in fin.recordings.items() if rd.writes else ():  # spikes of the final evaluation
+                    # spikes of the final evaluation
+                    for name, recording in fin.recordings.items() if rd.writes else ():
                         recordlib.save(rd.path / recordlib.FOLDER / f"{name}.npz", recording)
                 if fin.recordings:
                     summary["recordings"] = {name: r.brief() for name, r in fin.recordings.items()}
@@ -396,7 +399,7 @@ class Protocol:
                                else "after fixing the cause, continue with --resume]"))
         return rd, summary
 
-    def _summary(self, rd, info: "RunInfo", rows, wall, status):
+    def _summary(self, rd: Any, info: RunInfo, rows: Any, wall: Any, status: Any) -> Any:
         evals = [(r["iteration"], r.get("eval_score")) for r in rows if r.get("eval_score") is not None]
         evals = [(i, float(v)) for i, v in evals if not math.isnan(float(v))]
         best_it, best = max(evals, key=lambda t: t[1]) if evals else (None, None)
@@ -445,10 +448,10 @@ class Protocol:
                                                                           "model.n_neurons=64")
         return p
 
-    def main(self, argv=None) -> int:
+    def main(self, argv: Any = None) -> int:
         return run_command(self.parser(), argv, self._main, intermixed=True, say=_say_on_ranks)
 
-    def _main(self, args) -> int:
+    def _main(self, args: Any) -> int:
         _start_processes(self._requested_class(args), args)
         overrides = configlib.parse_overrides(args.overrides)
         for shortcut in self.shortcuts:
@@ -492,7 +495,7 @@ class Protocol:
         except UserError:
             return None
 
-    def _main_group(self, args, overrides) -> int:
+    def _main_group(self, args: Any, overrides: Any) -> int:
         from ..analysis.compare import format_table
 
         group, summaries, table = run_group(self, args.method, args.backend, args.preset,
@@ -509,7 +512,7 @@ class Protocol:
         return 0
 
 
-def _short(v) -> str:
+def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
 
 
@@ -531,7 +534,7 @@ def _start_processes(cls, args):
 RANK_ERROR_DELAY_S = 5.0
 
 
-def _say_on_ranks(message: str, code: int):
+def _say_on_ranks(message: str, code: int) -> None:
     """The one error line (for :func:`rsrp_sim.infra.cli.guard`); over several MPI ranks it also stops
     every rank (none may wait in a collective for a rank that left): rank 0 says it and stops the run at
     once, another rank says it (naming itself) after :data:`RANK_ERROR_DELAY_S` unless rank 0 has
@@ -547,7 +550,7 @@ def _say_on_ranks(message: str, code: int):
     distributed.abort(code)
 
 
-def _check_processes(cls, method: str, backend: str):
+def _check_processes(cls: Any, method: str, backend: str) -> None:
     if getattr(cls, "mpi_ranks", False):
         return
     if distributed.process_count() > 1 and not cls.multi_process:
@@ -592,12 +595,12 @@ class RunInfo:
 class StopRun(Exception):
     """Raised by a run hook to end a run early; ``status`` goes into the summary (e.g. ``pruned``)."""
 
-    def __init__(self, status: str = "stopped", message: str = ""):
+    def __init__(self, status: str = "stopped", message: str = "") -> None:
         super().__init__(message or status)
         self.status = status
 
 
-def check_seed(seed) -> int:
+def check_seed(seed: Any) -> int:
     """``seed`` as an int in [0, :data:`MAX_SEED`); anything else is a one-line error."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
         raise UserError(f"--seed must be an integer in [0, {MAX_SEED}), got {seed!r}")
@@ -607,7 +610,7 @@ def check_seed(seed) -> int:
 _RUN_KEYS = {"protocol": str, "method": str, "backend": str, "preset": str, "seed": int, "config": dict}
 
 
-def check_run_doc(path: Path, doc, protocol: str, module: str) -> dict[str, Any]:
+def check_run_doc(path: Path, doc: Any, protocol: str, module: str) -> dict[str, Any]:
     """A run folder's ``config.yaml`` checked before resuming: a mapping of this format, of this
     protocol, with every key of the right type."""
     where = Path(path) / CONFIG
@@ -639,7 +642,7 @@ def _normal(v):
     return json.loads(json.dumps(v, default=str))
 
 
-def check_unchanged(rd: RunDir, meta: dict, recorded: dict, it_key: str):
+def check_unchanged(rd: RunDir, meta: dict, recorded: dict, it_key: str) -> None:
     """Refuse a ``config.yaml`` edited since the checkpoint was written (other than ``it_key``)."""
     where = rd.path / CONFIG
     for key in ("method", "backend", "seed"):
@@ -704,9 +707,9 @@ def _saving(failure, fn, *args):
     return failure
 
 
-def _disk_full(failure) -> bool:
+def _disk_full(failure: Any) -> bool:
     return isinstance(failure, WriteError) and failure.disk_full
 
 
-def _failure_text(failure) -> str:
+def _failure_text(failure: Any) -> str:
     return failure.reason if isinstance(failure, WriteError) else str(failure)

@@ -21,7 +21,7 @@ NETPYNE_RSTDP = "rsrp_sim.backends.netpyne.rstdp_cartpole"
 
 PROTOCOL = Protocol(
     name="cartpole",
-    description="CartPole-v1 with RSRP on a recurrent spiking network (SPEC §4).",
+    description="CartPole-v1 with RSRP on a recurrent spiking network.",
     module="rsrp_sim.protocols.cartpole",
     methods=[
         MethodSpec("rsrp", "RSRP on ConnSNN: release probability per synapse, natural gradient",

@@ -8,7 +8,7 @@ JAX_CLS = "rsrp_sim.backends.jax.classification"
 
 STDP_DC = MethodSpec("stdp-dc", "Diehl & Cook (2015) unsupervised STDP network (Poisson inputs -> N_e "
                                "adaptive-threshold LIF with lateral inhibition), neurons labelled from training "
-                               "responses (SPEC §6)",
+                               "responses",
                      {"netpyne": "rsrp_sim.backends.netpyne.diehl_cook:DiehlCook"})
 
 
@@ -16,7 +16,7 @@ def make(name: str, title: str, extra: str = "", extra_methods: tuple[MethodSpec
     return Protocol(
         name=name,
         description=f"{title} classification with RSRP on a Bernoulli MLP / binary CNN and a backprop "
-                    f"baseline (SPEC §3.3-§4).{extra}",
+                    f"baseline.{extra}",
         module=f"rsrp_sim.protocols.{name}",
         score_label="validation accuracy",
         steps_label="examples",

@@ -144,7 +144,8 @@ def run_group(protocol, method, backend, preset, seeds, out, resume, overrides, 
         protocol.build_config(method, backend, preset, overrides)  # validate before anything is written
         group = Path(out) if out is not None else protocol.default_out(method, backend, "-".join(map(str, seeds)))
         if group.exists() and (not group.is_dir() or any(group.iterdir())):
-            raise UserError(f"group folder {group} already exists; pass --resume to continue it or choose another --out")
+            raise UserError(f"group folder {group} already exists; pass --resume to continue it "
+                            f"or choose another --out")
         created = [p for p in [group, *group.parents] if not p.exists()]
         with writing(group, NOT_WRITABLE):
             group.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Humanoid (Brax) and the other Brax locomotion tasks: RSRP, RSRP-reservoir, ES, PPO-LSTM (SPEC §4).
+"""Humanoid (Brax) and the other Brax locomotion tasks: RSRP, RSRP-reservoir, ES, PPO-LSTM
+(the settings: :ref:`science-settings`).
 
     python -m rsrp_sim.protocols.humanoid                          # RSRP, cpu smoke preset (minutes)
     python -m rsrp_sim.protocols.humanoid --method ppo-lstm
@@ -29,7 +30,7 @@ def _jax_only(name):
 
 PROTOCOL = Protocol(
     name="humanoid",
-    description="Brax Humanoid (and other Brax locomotion tasks) with RSRP, ES and PPO-LSTM (SPEC §4).",
+    description="Brax Humanoid (and other Brax locomotion tasks) with RSRP, ES and PPO-LSTM.",
     module="rsrp_sim.protocols.humanoid",
     methods=[_jax_only(m) for m in METHODS],
 )

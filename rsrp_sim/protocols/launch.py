@@ -36,9 +36,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from ..infra.errors import UserError
 from . import PROTOCOLS
+
+__all__ = ["EXIT_INTERRUPTED", "free_port", "command", "launch", "MPI_INSTALL", "mpiexec_command", "launch_mpi", "main"]
 
 EXIT_INTERRUPTED = 130
 
@@ -158,12 +161,12 @@ class _OmpiNotices:
     lines), which it turns into at most one line naming the rank that died; a rank that reported its own
     error (MPI_Abort) or ranks that were interrupted together need no line."""
 
-    def __init__(self, n: int, out):
+    def __init__(self, n: int, out: Any) -> None:
         self.n, self.out = n, out
         self.block: list[str] | None = None
         self.said = False
 
-    def feed_line(self, line: str):
+    def feed_line(self, line: str) -> None:
         bare = line.rstrip("\r\n")
         if bare == _OMPI_RULE:
             if self.block is None:
@@ -178,7 +181,7 @@ class _OmpiNotices:
             self.out.write(line)
             self.out.flush()
 
-    def summarise(self, block: list[str]):
+    def summarise(self, block: list[str]) -> None:
         text = " ".join(x.strip() for x in block)
         if self.said or "MPI_ABORT was invoked" in text or "Primary job" in text:
             return
@@ -258,7 +261,7 @@ def launch_mpi(n: int, words: list[str], mpiexec: str | None = None) -> int:
     return _code(proc.returncode)
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     words = []
     if "--" in argv:

@@ -336,7 +336,7 @@ class Sweep:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def from_args(cls, args) -> "Sweep":
+    def from_args(cls, args) -> Sweep:
         from . import get
 
         protocol = get(args.protocol)
@@ -379,7 +379,8 @@ class Sweep:
             try:
                 seed = int(seed)
             except ValueError:
-                raise UserError(f"--seed must be 'trial' (each trial's seed its number) or an integer, got {seed!r}") from None
+                raise UserError(f"--seed must be 'trial' (each trial's seed its number) or an integer, "
+                                f"got {seed!r}") from None
         sampler = args.sampler or preset.get("sampler", "tpe")
         if sampler not in SAMPLERS:
             raise unknown("sampler", sampler, SAMPLERS)
@@ -418,7 +419,8 @@ class Sweep:
             for key in SAME:
                 if old.get(key) != self.d.get(key):
                     raise UserError(f"{self.folder} holds a different sweep ({key}: {old.get(key)!r} there, "
-                                    f"{self.d.get(key)!r} now); continue it with its own options or choose another --out")
+                                    f"{self.d.get(key)!r} now); continue it with its own options or "
+                                    f"choose another --out")
             self.d["study"] = old.get("study", self.d["study"])
         elif any(p.name not in (".claim.lock",) for p in self.folder.iterdir()):
             raise UserError(f"{self.folder} exists and is not a sweep folder (no {DEFINITION}); choose another --out")
@@ -442,7 +444,8 @@ class Sweep:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         storage = open_storage(self.url)
         sampler = make_sampler(self.d["sampler"], self.d["sampler_seed"], self.space, worker)
-        kwargs = dict(study_name=self.d["study"], storage=storage, sampler=sampler, pruner=make_pruner(self.d["pruner"]))
+        kwargs = dict(study_name=self.d["study"], storage=storage, sampler=sampler,
+                      pruner=make_pruner(self.d["pruner"]))
         try:
             if create:
                 return optuna.create_study(direction=self.d["direction"], load_if_exists=True, **kwargs)
@@ -483,7 +486,8 @@ class Sweep:
                 pass
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             a = t.user_attrs
-            if a.get("host") == self.host and a.get("pid") and int(a["pid"]) != os.getpid() and not _alive(int(a["pid"])):
+            if (a.get("host") == self.host and a.get("pid") and int(a["pid"]) != os.getpid()
+                    and not _alive(int(a["pid"]))):
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
     def _requeue(self, study, runs):
@@ -492,7 +496,8 @@ class Sweep:
 
         for key, attempts in runs.items():
             last = attempts[-1]
-            if self._needs_retry(last) and not any(a.state in (TrialState.COMPLETE, TrialState.PRUNED) for a in attempts):
+            if self._needs_retry(last) and not any(a.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                                                   for a in attempts):
                 study.enqueue_trial(dict(last.params), user_attrs={"run": key, "retry": True})
 
     def _remaining(self, study) -> int:
@@ -718,7 +723,8 @@ class Sweep:
         w = csv.DictWriter(buf, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k])) for k in cols})
+            w.writerow({k: ("" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k]))
+                        for k in cols})
         atomic_write_bytes(self.folder / TABLE, buf.getvalue().encode())
         rep = sweep_report.write_report(self.folder)
         best = rep["best"]
@@ -779,7 +785,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="simulation back-end (default: the method's first)")
     p.add_argument("--preset", default="cpu", help="the protocol's preset every trial starts from (cpu, paper)")
     p.add_argument("--space", action="append", default=[], metavar="KEY=DIST", help=f"a swept key: {SPACE_FORMS}")
-    p.add_argument("--trials", type=int, default=10, help="trials in total (re-running with a larger number adds trials)")
+    p.add_argument("--trials", type=int, default=10,
+                   help="trials in total (re-running with a larger number adds trials)")
     p.add_argument("--sampler", default=None, help="random, tpe (default) or grid")
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the sampler's draws")
     p.add_argument("--seed", default=None, help="each trial's run seed: 'trial' (its number, default) or an integer")
@@ -788,8 +795,9 @@ def parser() -> argparse.ArgumentParser:
                                                      "best or mean; default eval_score:final")
     p.add_argument("--direction", default=None, help="maximize (the protocols' scores) or minimize")
     p.add_argument("--pruner", default="none", help="none (default) or median (stop trials below the median curve)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL shared by workers and machines "
-                                                  "(default: sqlite in the sweep folder); journal:PATH for a journal file")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL shared by workers and machines "
+                        "(default: sqlite in the sweep folder); journal:PATH for a journal file")
     p.add_argument("--study", default=None, help="study name in the storage (default: the sweep folder's name)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--out", default=None, help="sweep folder (default runs/<protocol>/sweep_<method>_<backend>)")

@@ -1,4 +1,4 @@
-"""Classification networks whose connections are Bernoulli masks (SPEC §3.3), and their real twins.
+"""Classification networks whose connections are Bernoulli masks (see :ref:`science-models`), and their real twins.
 
 A :class:`NetSpec` (built from ``models/mlp_*.yaml`` / ``cnn_*.yaml`` and an E/I preset) fixes the
 architecture.  The RSRP networks have one {0,1} mask per layer; :meth:`NetSpec.mask_weights` turns
@@ -74,7 +74,7 @@ class NetSpec:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_model(cls, net: str, dataset: str, in_shape, n_classes: int, ei: str = "none",
-                   overrides: dict | None = None) -> "NetSpec":
+                   overrides: dict | None = None) -> NetSpec:
         name = f"{net}_{dataset}"
         if name not in available() and net in available():
             name = net  # models/<net>.yaml: the architecture for data sets without one of their own

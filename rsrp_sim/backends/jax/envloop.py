@@ -182,7 +182,7 @@ class _Kernels:
         return self._kernel(ls, action, pool_keys, True, False, self._no_key)
 
 
-_KERNELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def kernels(env) -> _Kernels:

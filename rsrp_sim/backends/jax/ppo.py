@@ -1,4 +1,4 @@
-"""PPO with an LSTM policy (the published RL baseline, SPEC §4) in JAX: flax + optax.
+"""PPO with an LSTM policy (the published RL baseline, see :ref:`science-baselines`) in JAX: flax + optax.
 
 One *update*: ``n_envs`` environments step ``horizon`` times with the current recurrent policy (its
 LSTM state is zeroed at every episode start), then the segment is replayed from its stored initial
@@ -47,7 +47,7 @@ NORM_EPS = 1e-8
 
 @dataclasses.dataclass
 class PPOConfig:
-    """PPO-LSTM settings (defaults: the published CartPole settings, SPEC §4)."""
+    """PPO-LSTM settings (defaults: the published CartPole settings; see :ref:`science-baselines`)."""
 
     env: str = "CartPole-v1"
     max_episode_steps: int = 0  # 0: the environment's own limit

@@ -13,7 +13,7 @@ chunk's member axis is split across all visible devices (:mod:`.sharding`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ class JaxRLConfig(ConfigBase):
     spike_impl: Literal["auto", "fused", "bitpack", "dense"] = "auto"
     member_block: int = -1  # networks stepped together in cache-sized blocks; -1 auto, 0 off
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.member_block >= -1,
                      f"member_block must be -1 (auto), 0 (off) or a block size, got {self.member_block}")
@@ -51,7 +51,7 @@ class SNNRollouts:
     packs_deterministic = False
     multi_process = True  # members sharded over every device of every process
 
-    def __init__(self, config, task):
+    def __init__(self, config: Any, task: Any) -> None:
         self.env, self.const, self.layout, self.seed = task.env, task.const, task.layout, task.seed
         self.obs_norm = config.obs_norm
         self.reset_pool = config.reset_pool
@@ -90,7 +90,7 @@ class SNNRollouts:
     def _eval_chunk(self, net, key, pool_keys, mean, scale, n):
         return self.eval_rollout._rollout(({}, self.snn.prepare(net)), key, pool_keys, mean, scale, n_members=n)
 
-    def _pool_keys(self, offset: int, n: int):
+    def _pool_keys(self, offset: int, n: int) -> Any:
         """Reset keys of member slots ``offset .. offset + n - 1`` (``reset_pool=fixed``), else None."""
         if self.reset_pool != "fixed":
             return None
@@ -98,7 +98,7 @@ class SNNRollouts:
         return jax.vmap(lambda i: jax.random.fold_in(pool, i))(offset + jnp.arange(n))
 
     # ------------------------------------------------------------------ the evaluator interface
-    def evaluate(self, members, key, context, chunk):
+    def evaluate(self, members: Any, key: Any, context: Any, chunk: Any) -> Any:
         pool = self._pool_keys(chunk.offset, members.n)
         mean, scale = jnp.asarray(context.obs_mean), jnp.asarray(context.obs_scale)
         if self.stepped:
@@ -112,7 +112,7 @@ class SNNRollouts:
             "env_steps": t * chunk.valid, "t": t, "episodes": out["episodes"], "spikes": out["spikes"],
             "obs_n": t * members.n, "obs_sum": out["obs_sum"], "obs_sq": out["obs_sq"]})
 
-    def record_episodes(self, net, key, n_episodes: int, context) -> dict | None:
+    def record_episodes(self, net: Any, key: Any, n_episodes: int, context: Any) -> dict | None:
         """Spikes of one network ``net`` (unprepared masks or weights) in ``n_episodes`` consecutive
         episodes of one environment, closed loop, the neuron state carried across episodes as in
         the evaluation.  Returns ``{"spikes": (substep index, neuron) arrays, "episodes": [(first
@@ -160,11 +160,11 @@ class SNNRollouts:
                 "neuron": np.concatenate(units) if units else np.zeros(0, np.int64),
                 "episodes": episodes, "substeps": c.substeps}
 
-    def evaluate_deterministic(self, net, key, n, context):
+    def evaluate_deterministic(self, net: Any, key: Any, n: Any, context: Any) -> Any:
         pool = self._pool_keys(self.layout.pop_size, n)
         mean, scale = jnp.asarray(context.obs_mean), jnp.asarray(context.obs_scale)
         if self.stepped:
-            prepared = ({}, self._prepare_net_fn(net))
+            prepared: tuple[dict, Any] = ({}, self._prepare_net_fn(net))
             out = self.eval_rollout.run_stepped(prepared, key, pool, mean, scale, n_members=n)
         else:
             out = self._eval_fn(net, key, pool, mean, scale, n=n)

@@ -2,7 +2,7 @@
 
 One call of a :class:`Rollout` simulates C networks (a chunk of the population) in their own
 environments until every network has completed at least one episode (or the environment's step
-cap is reached).  Fitness = mean return over the episodes a network completed (SPEC §4, issue 2).
+cap is reached).  Fitness = mean return over the episodes a network completed.
 The network state is carried across episode boundaries, as in the published experiments; the
 environment is reset with fresh initial states, or from a fixed per-member pool.
 

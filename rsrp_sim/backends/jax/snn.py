@@ -1,4 +1,4 @@
-"""ConnSNN and DenseSNN in JAX (SPEC §3.1-3.2): one network, explicit state, ``vmap`` for populations.
+"""ConnSNN and DenseSNN in JAX (see :ref:`science-models`): one network, explicit state, ``vmap`` for populations.
 
 Per environment step (input current held for all substeps)::
 
@@ -24,16 +24,20 @@ moves.  For real-valued weights (DenseSNN)
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ...core.models import SNNConstants
 
+__all__ = ["SPIKE_IMPLS", "pack_bits", "popcount_matvec", "SNN"]
+
 SPIKE_IMPLS = ("fused", "bitpack", "dense")
 
 
-def pack_bits(b):
+def pack_bits(b: Any) -> Any:
     """Pack booleans along the last axis into uint32 words (bit k of word w = element 32 w + k)."""
     n = b.shape[-1]
     words = -(-n // 32)
@@ -44,7 +48,7 @@ def pack_bits(b):
     return jnp.sum(b << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
 
 
-def popcount_matvec(packed_mask, bits_pos, bits_neg):
+def popcount_matvec(packed_mask: Any, bits_pos: Any, bits_neg: Any) -> Any:
     """Signed count  sum_pre M[pre, post] * sign(pre) * spiked(pre)  for every postsynaptic neuron.
 
     ``packed_mask``: (N_post, W) uint32 (rows = postsynaptic neurons, bits = presynaptic);
@@ -64,7 +68,7 @@ class SNN:
     """
 
     def __init__(self, const: SNNConstants, spike_impl: str = "bitpack", isa: str | None = None,
-                 kernel_backend: str | None = None):
+                 kernel_backend: str | None = None) -> None:
         """``spike_impl``: ``fused``, ``bitpack`` or ``dense``; ``fused`` falls back to ``bitpack``
         (with a one-line note) where its kernel cannot run.  ``isa``: the CPU kernel's code path
         (``auto``, ``avx512``, ``avx2``, ``scalar``; see :mod:`.kernels.cpu`).  ``kernel_backend``:
@@ -76,7 +80,7 @@ class SNN:
         self.bernoulli = const.connectivity == "bernoulli"
         # bit-packing only applies to {0,1} masks; real weights have the dense path and (CPU) a kernel
         self.spike_impl = spike_impl if self.bernoulli or spike_impl == "fused" else "dense"
-        self.kernel = None
+        self.kernel: Any = None
         if self.spike_impl == "fused":
             from . import kernels
 
@@ -90,7 +94,7 @@ class SNN:
         self.bits_inh = pack_bits(jnp.asarray(~exc))
 
     # ------------------------------------------------------------------ state
-    def init_carry(self, key):
+    def init_carry(self, key: Any) -> Any:
         c = self.c
         n = c.n_neurons
         if c.rand_init_v:
@@ -100,14 +104,14 @@ class SNN:
         z = jnp.zeros((n,), jnp.float32)
         return {"v": v, "i_syn": z, "r": z, "spk": jnp.zeros((n,), bool)}
 
-    def init_weights(self, key):
+    def init_weights(self, key: Any) -> Any:
         """DenseSNN parameters W ~ N(0, init_std^2) with the model's shapes."""
         shapes = self.c.param_shapes()
         keys = jax.random.split(key, len(shapes))
         return {k: self.c.init_std * jax.random.normal(kk, s, jnp.float32)
                 for kk, (k, s) in zip(keys, shapes.items())}
 
-    def prepare(self, params):
+    def prepare(self, params: Any) -> Any:
         """Turn one network's masks (bool) or weights (float) -- all of ``in``, ``h``, ``out`` or
         some of them -- into the arrays :meth:`step` uses."""
         net = {k: params[k].astype(jnp.float32) for k in ("in", "out") if k in params}
@@ -121,14 +125,14 @@ class SNN:
         return net
 
     # ------------------------------------------------------------------ dynamics
-    def recurrent(self, h, spk):
+    def recurrent(self, h: Any, spk: Any) -> Any:
         """The recurrent drive ``s @ M_h`` (float32) for spike vector ``spk`` (bool)."""
         if self.spike_impl == "bitpack":
             bits = pack_bits(spk)
             return popcount_matvec(h, bits & self.bits_exc, bits & self.bits_inh).astype(jnp.float32)
         return (spk.astype(jnp.float32) * self.signs) @ h
 
-    def _run(self, net, carry, obs, record: bool):
+    def _run(self, net: Any, carry: Any, obs: Any, record: bool) -> Any:
         c = self.c
         x = jnp.concatenate([obs, -obs]) if c.input_doubling else obs
         i_in = c.r_in * (x.astype(jnp.float32) @ net["in"])
@@ -150,7 +154,7 @@ class SNN:
         (v, i_syn, r, spk), out = jax.lax.scan(substep, state, None, length=c.substeps)
         return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
 
-    def _run_fused(self, h, carry, i_in, record: bool):
+    def _run_fused(self, h: Any, carry: Any, i_in: Any, record: bool) -> Any:
         state = (carry["v"], carry["i_syn"], carry["r"], carry["spk"])
         if record:  # one kernel call per substep, to see every substep's spikes
             def substep(state, _):
@@ -162,13 +166,13 @@ class SNN:
             v, i_syn, r, spk, out = self.kernel(h, i_in, *state)
         return {"v": v, "i_syn": i_syn, "r": r, "spk": spk}, out
 
-    def step(self, net, carry, obs):
+    def step(self, net: Any, carry: Any, obs: Any) -> Any:
         """One environment step of one network.  Returns ``(carry, y, n_spikes)``."""
         carry, counts = self._run(net, carry, obs, record=False)
         y = self.c.r_out * (carry["r"] @ net["out"])
         return carry, y, counts.sum()
 
-    def simulate_spikes(self, net, carry, inputs):
+    def simulate_spikes(self, net: Any, carry: Any, inputs: Any) -> Any:
         """Spike raster of one network for a sequence of observations (T, d_obs) -> (T, substeps, N).
 
         For equivalence tests between spike implementations and between back-ends.

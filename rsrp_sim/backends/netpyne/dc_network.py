@@ -66,7 +66,8 @@ class DCNetwork:
         from neuron import h
 
         if n_in < 1 or n_exc < 1:
-            raise UserError(f"the network needs at least one input and one excitatory cell (n_in={n_in}, n_exc={n_exc})")
+            raise UserError(f"the network needs at least one input and one excitatory cell "
+                            f"(n_in={n_in}, n_exc={n_exc})")
         pc = ranks.context()
         ranks.load_mechanisms(pc)
         h.load_file("stdrun.hoc")
@@ -110,7 +111,7 @@ class DCNetwork:
                 pc.cell(gid, nc)
                 self._sources.append(nc)
         self.inputs = []
-        for i in range(self.n_in):
+        for _i in range(self.n_in):
             u = h.RateGen()
             u.noise, u.hz, u.start = 1, 0.0, 0.0
             self.inputs.append(u)
@@ -307,7 +308,7 @@ class DCNetwork:
         zero = np.zeros(self.n_in)
         intensity = float(inp["intensity_start"])
         total = self.norm_total(self.model, self.n_in)
-        for rep in range(int(inp["max_repeats"]) + 1):
+        for rep in range(int(inp["max_repeats"]) + 1):  # noqa: B007 - `rep` is returned after the loop
             if learning:
                 self.normalize(total)
             self.set_rates(unit_rates * intensity)

@@ -1,6 +1,6 @@
 """stdp-dc: the Diehl & Cook (2015) unsupervised STDP network on NEURON, as a classification method.
 
-One iteration = ``examples_per_iteration`` training presentations (SPEC §6, reference-experiments §3):
+One iteration = ``examples_per_iteration`` training presentations (see :ref:`science-baselines`):
 before each one the input weights of every excitatory neuron are normalised to the column sum, the
 image drives the Poisson inputs at ``pixel / scale * 31.875 Hz * intensity`` for 350 ms, then 150 ms
 of rest; fewer than 5 excitatory spikes raise the intensity by 1 and present the example again.
@@ -77,7 +77,8 @@ class DCConfig:
         if self.record_examples < -1:
             raise UserError(f"record_examples must be >= 0 (or -1 for every test example), got {self.record_examples}")
         if self.eval_examples == 0 or self.eval_examples < -1:
-            raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), got {self.eval_examples}")
+            raise UserError(f"eval_examples must be >= 1 (or -1 for the whole validation split), "
+                            f"got {self.eval_examples}")
 
 
 class DiehlCook(Method):

@@ -29,10 +29,14 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ...infra import assets
 from ...infra.cache import ENV_VAR as CACHE_ENV, cache_base
 from ...infra.errors import UserError
+
+__all__ = ["OPTIONS_ENV", "INSTALL_HINT", "mod_dir", "mod_files", "neuron_version", "content_hash", "cache_root",
+           "find_nrnivmodl", "find_compiler", "build", "import_neuron", "load", "mechanism_names", "ptr_vector"]
 
 OPTIONS_ENV = "NEURON_MODULE_OPTIONS"
 INSTALL_HINT = ("install NEURON with pip install -c constraints.txt -e '.[neuron]' and a C++ compiler "
@@ -146,7 +150,7 @@ def build(directory: Path | None = None, force: bool = False) -> Path:
     return lib
 
 
-def import_neuron(lib: Path):
+def import_neuron(lib: Path) -> Any:
     """Import NEURON with ``lib`` as the one mechanism library it loads at import (see the module
     docstring); returns the ``neuron`` module.  ``NEURON_MODULE_OPTIONS`` is restored afterwards."""
     if "neuron" in sys.modules:
@@ -219,7 +223,7 @@ def mechanism_names(directory: Path | None = None) -> list[str]:
     return out
 
 
-def ptr_vector(refs):
+def ptr_vector(refs: Any) -> Any:
     """An ``h.PtrVector`` over NEURON references (``nc._ref_weight[0]``, ``cell._ref_theta`` ...), for
     reading and writing many values as one array (``gather`` / ``scatter``)."""
     from neuron import h

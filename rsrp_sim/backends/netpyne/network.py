@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def conn_specs(model: dict[str, Any]) -> list[dict[str, Any]]:
                 if rec in ("conv", "p") or float(value) <= 0:
                     continue
                 if rec not in RECEPTORS:
-                    raise UserError(f"model.cmat {pre}->{post}: unknown receptor {rec!r}; allowed: {', '.join(RECEPTORS)}")
+                    raise UserError(f"model.cmat {pre}->{post}: unknown receptor {rec!r}; "
+                                    f"allowed: {', '.join(RECEPTORS)}")
                 out.append({"pre": pre, "post": post, "receptor": rec, "weight": float(value) * gain,
                             "conv": conv, "label": f"{pre}-{rec}->{post}",
                             "plastic": f"{pre}-{post}" in model["plastic"] and rec == model["plastic_receptor"]})

@@ -84,7 +84,7 @@ def _episode_seed(seed: int, stream: int, k: int) -> int:
 class _Block:
     """The controller of one simulation: plays episodes, delivers rewards, runs homeostasis."""
 
-    def __init__(self, method: "RSTDPCartPole", state: dict, n_episodes: int, train: bool, seeds, rng,
+    def __init__(self, method: RSTDPCartPole, state: dict, n_episodes: int, train: bool, seeds, rng,
                  record: bool = False, stop_ms: float | None = None):
         self.m, self.net, self.train = method, method.net, train
         self.n_episodes, self.seeds, self.rng = n_episodes, list(seeds), rng
@@ -249,7 +249,8 @@ class RSTDPCartPole(Method):
         }
 
     def _check(self, state):
-        if not (np.array_equal(state["pre_gid"], self.net.pre_gid) and np.array_equal(state["post_gid"], self.net.post_gid)):
+        if not (np.array_equal(state["pre_gid"], self.net.pre_gid)
+                and np.array_equal(state["post_gid"], self.net.post_gid)):
             raise UserError("the saved plastic synapses do not match the network built from this config and seed")
 
     def _simulate(self, state, n_episodes, train, seeds, rng, stream, record=False, stop_ms=None):

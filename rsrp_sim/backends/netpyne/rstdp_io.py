@@ -1,5 +1,5 @@
 """The R-STDP CartPole agent's interface to the environment, without NEURON: observation encoding,
-action read-out and the critic (SPEC §5; models/rstdp_cartpole.yaml).
+action read-out and the critic (see :ref:`science-baselines`; models/rstdp_cartpole.yaml).
 """
 from __future__ import annotations
 

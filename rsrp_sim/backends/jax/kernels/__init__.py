@@ -37,7 +37,7 @@ def platform() -> str:
     return jax.default_backend()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fused_status(backend: str | None = None) -> tuple[bool, str]:
     """Whether the fused kernel runs on ``backend`` (default: JAX's default back-end): ``(ok, why not)``."""
     backend = backend or platform()

@@ -120,7 +120,7 @@ def build(force: bool = False) -> Path:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load():
     """Build (if needed) and load the kernel, register it with XLA; returns the ctypes library."""
     import jax
