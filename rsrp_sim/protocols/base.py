@@ -289,7 +289,9 @@ class Protocol:
                 rd.discard()  # a run that never started leaves no folder behind
             raise
         committed = (state, start, wall)
-        status, failure, unexpected = "completed", None, None
+        status = "completed"
+        failure: Exception | None = None  # a UserError or WriteError (the run failed), or a bug
+        unexpected: Exception | None = None  # a bug: re-raised once the folder is saved
         defer = _DeferSigint()
         bar = tqdm(total=info.total, initial=start, desc=f"{self.name} {method}", unit="it",
                    disable=not progress or not rd.writes, dynamic_ncols=True, file=sys.stderr)
