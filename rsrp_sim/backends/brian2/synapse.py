@@ -183,7 +183,7 @@ class RSRPSynapses(b2.Synapses):
         super().__init__(source, target, model=model, on_pre="\n".join(stmts) if stmts else None,
                          namespace=namespace or None, **kwargs)
         for attr in ("mode", "p_init", "n_copies", "n_logical", "online", "reward", "trial_duration",
-                     "_array_connect", "_generator_connect", "_learner"):
+                     "_array_connect", "_generator_connect", "_learner", "_lr_init"):
             self.add_attribute(attr)
         self.mode = mode
         self.p_init = p_init
@@ -195,6 +195,7 @@ class RSRPSynapses(b2.Synapses):
         self._array_connect = 0
         self._generator_connect = False
         self._learner = None
+        self._lr_init = None
         if online:
             self._setup_online(lr=lr, trial_duration=trial_duration, trial_end=trial_end, reward=reward,
                                reset_reward=reset_reward, beta=beta, decay=decay, update=update, tau_r=tau_r,
@@ -273,8 +274,7 @@ class RSRPSynapses(b2.Synapses):
         self.contained_objects.append(self.reward)
         for var in ("R", "Rbar", "begun") + (("trial_end",) if flag else ()):
             self.variables.add_reference(var, self.reward, var, index="0")
-        self.lr = lr
-        self.plastic = 1
+        self._lr_init = lr  # shared synapse variables can be written only after connect()
         b = flag or "1"  # is this a boundary
         when = {"when": "start", "order": int(order)}
         if update == "continuous":
@@ -344,10 +344,16 @@ class RSRPSynapses(b2.Synapses):
             self._array_connect += int(np.broadcast(np.asarray(i), np.asarray(j)).size)
         else:
             self._generator_connect = True
+        self._init_new_synapses()
+
+    def _init_new_synapses(self):
+        # (a method of its own: Brian2 resolves names in the caller's frame, where connect's p= lives)
         # new synapses start with every variable 0; p = 0 is outside [eps, 1 - eps], so it marks them
         if self.mode == "trial":
             self.release["p == 0"] = f"int(rand() < {self.p_init!r})"
         self.p["p == 0"] = self.p_init
+        if self.online and self._lr_init is not None:  # the first connect(): the learning variables
+            self.lr, self.plastic, self._lr_init = self._lr_init, 1, None
         if self.online and self.mode == "trial":
             self.elig["n_spk == 0"] = "release - p"
             self.n_spk["n_spk == 0"] = 1
