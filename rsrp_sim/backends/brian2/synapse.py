@@ -181,7 +181,7 @@ class RSRPSynapses(b2.Synapses):
             eqs += ["lr : 1 (shared)", "plastic : 1 (shared)"]
         model = "\n".join(eqs + ([model] if model else []))
         super().__init__(source, target, model=model, on_pre="\n".join(stmts) if stmts else None,
-                         namespace=namespace or None, **kwargs)
+                         namespace=namespace, **kwargs)
         for attr in ("mode", "p_init", "n_copies", "n_logical", "online", "reward", "trial_duration",
                      "_array_connect", "_generator_connect", "_learner", "_lr_init"):
             self.add_attribute(attr)
@@ -261,7 +261,7 @@ class RSRPSynapses(b2.Synapses):
             fg, fvar = _ref(*(trial_end if isinstance(trial_end, tuple) else (trial_end, "trial_end")),
                             what="trial_end")
             eqs.append("trial_end : 1 (linked)")
-        self.reward = RewardGroup(1, "\n".join(eqs), clock=self.clock, name=f"{name}_reward")
+        self.reward = RewardGroup(1, "\n".join(eqs), clock=self.clock, namespace={}, name=f"{name}_reward")
         if linked:
             self.reward.R = b2.linked_var(rg, rvar, index=np.zeros(1, np.int64)) if not rg.variables[rvar].scalar \
                 else b2.linked_var(rg, rvar)
