@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
 from rsrp_sim.backends.brian2 import RSRPSynapses, devices
+from rsrp_sim.infra.errors import UserError
 
 b2 = devices.import_brian2()
 from brian2 import Hz, NeuronGroup, PoissonGroup, StateMonitor, Synapses, ms, mV  # noqa: E402
@@ -107,4 +109,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
