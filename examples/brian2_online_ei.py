@@ -37,8 +37,11 @@ CONSTANTS = {"v_rest": -65 * mV, "E_exc": 0 * mV, "E_inh": -80 * mV, "tau_m": 10
              "tau_gi": 10 * ms, "v_th": -50 * mV, "v_reset": -65 * mV}
 
 
-def build(n_inputs=40, n_exc=8, n_inh=2, rate=25 * Hz, trial=100 * ms, lr=0.05, weight=0.12):
-    """The network: every object to add to a ``Network``, the plastic synapses, a monitor of the rewards."""
+def build(n_inputs=40, n_exc=8, n_inh=2, rate=25 * Hz, trial=100 * ms, lr=0.05, weight=0.12, online=True):
+    """The network: every object to add to a ``Network``, the plastic synapses, a monitor of the rewards.
+
+    ``online=False`` builds the same network for between-trial learning (:class:`RSRPLearner`): the
+    reward is then counted into a unit of its own (``reward_unit.R``), read after each run."""
     inp = PoissonGroup(n_inputs, rates=rate, name="inputs")
     exc = NeuronGroup(n_exc, EQS, threshold="v > v_th", reset="v = v_reset", refractory=2 * ms,
                       method="euler", namespace=CONSTANTS, name="exc")
@@ -46,20 +49,24 @@ def build(n_inputs=40, n_exc=8, n_inh=2, rate=25 * Hz, trial=100 * ms, lr=0.05, 
                       method="euler", namespace=CONSTANTS, name="inh")
     exc.v = inh.v = CONSTANTS["v_rest"]
     # the plastic input synapses: stochastic release, the update inside the model every trial
-    S_in = RSRPSynapses(inp, exc, target_var="ge", mode="spike", weight=weight, online=True, lr=lr,
-                        trial_duration=trial, name="S_in")
+    learning = {"online": True, "lr": lr, "trial_duration": trial} if online else {}
+    S_in = RSRPSynapses(inp, exc, target_var="ge", mode="spike", weight=weight, name="S_in", **learning)
     S_in.connect()
     S_ei = Synapses(exc, inh, on_pre="ge_post += 0.1", name="S_ei")
     S_ei.connect()
     S_ie = Synapses(inh, exc, on_pre="gi_post += 0.1", name="S_ie")
     S_ie.connect()
     # the reward: spikes of neuron 0 minus spikes of neuron 1, summed into S_in.reward.R during the trial
-    S_reward = Synapses(exc, S_in.reward, "credit : 1", on_pre="R_post += credit", name="S_reward")
+    unit = S_in.reward if online else NeuronGroup(1, "R : 1", name="reward_unit")
+    S_reward = Synapses(exc, unit, "credit : 1", on_pre="R_post += credit", name="S_reward")
     S_reward.connect(i=[0, 1], j=[0, 0])
     S_reward.credit = [1, -1]
+    objects = [inp, exc, inh, S_in, S_ei, S_ie, S_reward]
+    if not online:
+        return objects + [unit], S_in, unit
     # last_R after each boundary = the finished trial's reward
     rewards = StateMonitor(S_in.reward, "last_R", record=0, dt=trial, when="start", order=0, name="rewards")
-    return [inp, exc, inh, S_in, S_ei, S_ie, S_reward, rewards], S_in, rewards
+    return objects + [rewards], S_in, rewards
 
 
 def main(argv=None):
