@@ -22,7 +22,7 @@ from rsrp_sim.backends.brian2 import RSRPLearner, RSRPSynapses, devices
 from rsrp_sim.infra.errors import UserError
 
 b2 = devices.import_brian2()
-from brian2 import Hz, NeuronGroup, PoissonGroup, SpikeMonitor, ms, mV  # noqa: E402
+from brian2 import Hz, NeuronGroup, PoissonGroup, SpikeMonitor, ms, mV
 
 EQS = "dv/dt = (v_rest - v + ge * (E_exc - v)) / tau_m : volt\ndge/dt = -ge / tau_ge : 1"
 CONSTANTS = {"v_rest": -65 * mV, "E_exc": 0 * mV, "tau_m": 10 * ms, "tau_ge": 5 * ms, "v_th": -50 * mV}

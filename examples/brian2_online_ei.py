@@ -26,7 +26,7 @@ from rsrp_sim.backends.brian2 import RSRPSynapses, devices
 from rsrp_sim.infra.errors import UserError
 
 b2 = devices.import_brian2()
-from brian2 import Hz, NeuronGroup, PoissonGroup, StateMonitor, Synapses, ms, mV  # noqa: E402
+from brian2 import Hz, NeuronGroup, PoissonGroup, StateMonitor, Synapses, ms, mV
 
 EQS = """
 dv/dt = (v_rest - v + ge * (E_exc - v) + gi * (E_inh - v)) / tau_m : volt (unless refractory)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("brian2")
-from rsrp_sim.backends.brian2 import RSRPLearner, RSRPSynapses, devices  # noqa: E402
-from rsrp_sim.core import rule  # noqa: E402
-from rsrp_sim.infra.errors import UserError  # noqa: E402
+from rsrp_sim.backends.brian2 import RSRPLearner, RSRPSynapses, devices
+from rsrp_sim.core import rule
+from rsrp_sim.infra.errors import UserError
 
 pytestmark = pytest.mark.brian2
 b2 = devices.import_brian2()
