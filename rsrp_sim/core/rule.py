@@ -1,4 +1,4 @@
-"""The RSRP rule, written once for every back-end (SPEC §1).
+"""The RSRP rule, written once for every back-end.
 
 Every plastic synapse has a release probability ``p`` in ``[eps, 1 - eps]``.  A trial draws a
 release pattern ``z ~ Bernoulli(p)``; the natural gradient of ``J(p) = E[R(z)]`` under the Fisher
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-3  #: default clip margin of p (SPEC §1)
+EPS = 1e-3  #: default clip margin of p
 P_INIT = 0.5  #: default initial release probability
 
 

@@ -11,7 +11,7 @@
   target, make and a C++ compiler for the standalone devices, and an NVIDIA GPU for
   ``cuda_standalone`` (checked before anything is generated or compiled); each missing piece is one
   line saying what to install or which device/target to use instead.
-* :func:`cuda_prefs` holds every brian2cuda setting this project needs (package-stack notes §2.2):
+* :func:`cuda_prefs` holds every brian2cuda setting this project needs:
   GPU detection only where ``nvidia-smi`` exists (else ``gpu_id`` 0 and an explicit
   ``compute_capability``), C++17 for CUDA >= 13 (its CCCL headers refuse older standards while
   brian2cuda 1.0a7's makefile says ``-std=c++11``), and cuRAND from the ``nvidia-curand`` wheel when
