@@ -369,3 +369,26 @@ def test_trap_errors_on_standalone(tmp_path):
     learner.new_trial()
     args = learner.run_args(learner.member_values())
     assert {v.name for v in args} == {"release", "p"}
+
+
+# ----------------------------------------------------------------------------- CartPole online
+@needs_cxx
+def test_cartpole_rsrp_online_learns_in_one_cpp_standalone_run(tmp_path):
+    from rsrp_sim.infra.records import read_metrics
+    from rsrp_sim.protocols.cartpole import PROTOCOL
+
+    rd, summary = PROTOCOL.run("rsrp-online", "brian2", seed=0, out=tmp_path / "run", progress=False,
+                               overrides={"device": "cpp_standalone", "iterations": 2, "steps_per_iteration": 20000,
+                                          "eval_episodes": 0, "build_dir": str(tmp_path / "build")})
+    rows = read_metrics(rd.path / "metrics.csv")
+    assert summary["status"] == "completed" and len(rows) == 2
+    assert list((tmp_path / "build").glob("*/main")) == [tmp_path / "build" / "learn" / "main"]  # one binary
+    assert rows[0]["compile_s"] > 0 and 0 < rows[0]["sim_run_s"] < 120
+    assert rows[1]["env_steps"] == 40000
+    first, second = rows[0]["train_score"], rows[1]["train_score"]
+    assert rows[0]["episodes_in_block"] > 2 * rows[1]["episodes_in_block"]   # longer episodes, fewer of them
+    assert second > 2 * first, (first, second)                                # returns of ~25-35 roughly triple
+    assert rows[1]["episodes"] == rows[0]["episodes"] + rows[1]["episodes_in_block"]
+    assert (rd.path / "plots" / "learning_curve.png").stat().st_size > 5000
+    assert (rd.path / "plots" / "p.png").exists()
+    assert summary["episodes"] == rows[1]["episodes"]
