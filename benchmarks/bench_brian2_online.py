@@ -11,6 +11,8 @@ on cpp_standalone, each compiled once (compile time reported apart):
   from the results (what a standalone user had to do before the online mode).
 
 Prints JSON (and writes it to ``--out``); ``speedup`` = online trials/s over per-trial trials/s.
+``--cartpole-iterations N`` (0: skip) also runs ``rsrp-online`` on CartPole (``--cartpole-steps``
+environment steps per block, one cpp_standalone run) and records its learning curve.
 
     python benchmarks/bench_brian2_online.py [--trials 200 --exc 16 --inh 4] [--out benchmarks/results/brian2_online_cpu.json]
 """
@@ -89,6 +91,23 @@ def run_per_trial(ex, args, folder):
             "p_to_neuron0": float(learner.p["syn"][np.asarray(S.j[:]) == 0].mean())}
 
 
+def run_cartpole(args):
+    from rsrp_sim.infra.records import read_metrics
+    from rsrp_sim.protocols.cartpole import PROTOCOL
+
+    overrides = {"device": "cpp_standalone", "iterations": args.cartpole_iterations,
+                 "steps_per_iteration": args.cartpole_steps, "eval_episodes": 2}
+    with tempfile.TemporaryDirectory() as tmp:
+        rd, summary = PROTOCOL.run("rsrp-online", "brian2", seed=args.cartpole_seed, out=Path(tmp) / "run",
+                                   progress=False, overrides=overrides)
+        rows = read_metrics(rd.path / "metrics.csv")
+    keys = ("iteration", "env_steps", "train_score", "eval_score", "episodes", "episodes_in_block")
+    return {"method": "rsrp-online", "backend": "brian2", "seed": args.cartpole_seed, "overrides": overrides,
+            "preset": "cpu (model_overrides n_neurons 32)", "compile_s": rows[0].get("compile_s"),
+            "sim_run_s": rows[0].get("sim_run_s"), "episodes": summary.get("episodes"),
+            "best_eval_score": summary.get("best_eval_score"), "curve": [{k: r.get(k) for k in keys} for r in rows]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=200)
@@ -97,6 +116,9 @@ def main(argv=None):
     ap.add_argument("--exc", type=int, default=16)
     ap.add_argument("--inh", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--cartpole-iterations", type=int, default=0)
+    ap.add_argument("--cartpole-steps", type=int, default=20000)
+    ap.add_argument("--cartpole-seed", type=int, default=0)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
     ex = example()
@@ -109,6 +131,8 @@ def main(argv=None):
            "config": {**vars(args), "neurons": args.exc + args.inh},
            "results": {"online": online, "per_trial": per_trial},
            "speedup": online["trials_per_s"] / per_trial["trials_per_s"]}
+    if args.cartpole_iterations:
+        doc["cartpole_online"] = run_cartpole(args)
     print(write(doc, args.out or None))
 
 

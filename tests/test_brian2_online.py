@@ -392,3 +392,25 @@ def test_cartpole_rsrp_online_learns_in_one_cpp_standalone_run(tmp_path):
     assert (rd.path / "plots" / "learning_curve.png").stat().st_size > 5000
     assert (rd.path / "plots" / "p.png").exists()
     assert summary["episodes"] == rows[1]["episodes"]
+
+
+def test_cuda_standalone_generates_the_online_update(tmp_path):
+    """Without a GPU or nvcc: brian2cuda generates the project of the online E/I example, with the
+    rule's update in the kernel and the spike-mode release's random numbers set up."""
+    pytest.importorskip("brian2cuda")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("brian2_online_ei", ROOT / "examples" / "brian2_online_ei.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    dev = devices.activate("cuda_standalone", tmp_path / "cuda", compile=False)
+    try:
+        b2.defaultclock.dt = 0.5 * ms
+        objects, S, _ = ex.build(trial=10 * ms)
+        b2.Network(*objects).run(5 * 10 * ms + b2.defaultclock.dt)
+        devices.build(dev, tmp_path / "cuda", compile=False)
+    finally:
+        b2.defaultclock.dt = 0.1 * ms
+    code = (tmp_path / "cuda" / "code_objects" / "S_in_online_update_codeobject.cu").read_text()
+    assert "(lr * ((R - Rbar) * e_now))" in code and "0.999" in code
+    assert "_array_S_in_N[0]" in (tmp_path / "cuda" / "rand.cu").read_text()
