@@ -120,9 +120,9 @@ def clip_p(p, eps: float = EPS):
 def natural_gradient(shaped, z, p):
     """Trial-mode estimate ``mean_k shaped_k * (z_k - p)``.
 
-    ``shaped``: (N,) shaped rewards; ``z``: (N, *p.shape) release patterns (bool or 0/1);
+    ``shaped``: (N,) shaped rewards; ``z``: ``(N, *p.shape)`` release patterns (bool or 0/1);
     ``p``: release probabilities.  Computed as ``(shaped @ z) / N - mean(shaped) * p`` so no
-    (N, *p.shape) float temporary is formed.
+    ``(N, *p.shape)`` float temporary is formed.
     """
     xp = _xp(shaped, z, p)
     shaped = xp.asarray(shaped, dtype=xp.float32)
@@ -194,7 +194,7 @@ def spike_eligibility(releases, p):
 def spike_gradient_sum(shaped, eligibility, counts):
     """Un-normalised spike-mode estimate ``sum_k shaped_k * e_k / max(n_k, 1)`` (for chunks).
 
-    ``eligibility``, ``counts``: (N, *p.shape) per trial ``e = sum(r - p)`` and spike count ``n``.
+    ``eligibility``, ``counts``: ``(N, *p.shape)`` per trial ``e = sum(r - p)`` and spike count ``n``.
     """
     xp = _xp(shaped, eligibility, counts)
     shaped = xp.asarray(shaped, dtype=xp.float32)
