@@ -65,7 +65,7 @@ def main(argv=None):
         devices.activate("runtime", target="numpy")
         b2.seed(args.seed)  # (on standalone, seed() would repeat the same noise in every run: left out)
     b2.defaultclock.dt = 0.5 * ms
-    objects, S, out, spikes = build(n_copies=n)
+    objects, S, _out, spikes = build(n_copies=n)
     net = b2.Network(*objects)
     learner = RSRPLearner(S, lr=args.lr, optimizer="adam", shaping="centered_rank", seed=args.seed)
     duration = args.trial_ms * ms

@@ -126,15 +126,15 @@ def test_generated_update_equals_the_python_rule_spike_mode(device, tmp_path):
 
 def test_generated_update_equals_the_python_rule_trial_mode_and_decay(tmp_path):
     b2.seed(8)
-    net, S, fire, rewards, rel, pmon, bmon = _online_net("trial")
+    net, _S, fire, rewards, rel, pmon, _bmon = _online_net("trial")
     _run(net, "numpy", tmp_path)
-    want, bars = _replay("trial", fire, rewards, np.asarray(rel.release))
+    want, _bars = _replay("trial", fire, rewards, np.asarray(rel.release))
     np.testing.assert_allclose(np.asarray(pmon.p), want, rtol=1e-12, atol=1e-14)
     rel_k = np.asarray(rel.release)[:, ::T_STEPS]
     assert set(np.unique(rel_k)) <= {0.0, 1.0}                  # z drawn inside the simulation
     b2.start_scope()
     b2.seed(9)
-    net, S, fire, rewards, rel, pmon, bmon = _online_net("spike", tau_e=4 * ms)
+    net, _S, fire, rewards, rel, pmon, _bmon = _online_net("spike", tau_e=4 * ms)
     _run(net, "numpy", tmp_path)
     want, _ = _replay("spike", fire, rewards, np.asarray(rel.release), tau_e_ms=4.0)
     np.testing.assert_allclose(np.asarray(pmon.p), want, rtol=1e-10, atol=1e-12)
@@ -169,7 +169,7 @@ def test_continuous_update_is_the_rule_and_frozen_groups_do_not_change():
 def run_example(name, *args, timeout=900):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     return subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+                          text=True, timeout=timeout, cwd=ROOT, check=False)
 
 
 def _ei(device, tmp_path, trials=60):
@@ -341,7 +341,7 @@ def test_trap_errors_of_the_learner():
     S.connect(i=0, j=1)                                       # connected after the learner was made
     with pytest.raises(UserError, match="has 3 synapses but the learner was created for 2"):
         learner.begin_trial()
-    src2, tgt2, S2 = _small(online=True)
+    _src2, _tgt2, S2 = _small(online=True)
     S2.connect(j="i")
     with pytest.raises(UserError, match="learns online"):
         RSRPLearner(S2)
@@ -356,11 +356,11 @@ def test_trap_errors_of_the_learner():
 
 def test_trap_errors_on_standalone(tmp_path):
     devices.activate("cpp_standalone", tmp_path / "b", compile=False)
-    src, tgt, S = _small()
+    _src, _tgt, S = _small()
     S.connect(p=0.5)
     with pytest.raises(UserError, match="known only after a run.*i=..., j=... arrays"):
         RSRPLearner(S)
-    src, tgt, S2 = _small(mode="trial")
+    _src, _tgt, S2 = _small(mode="trial")
     S2.connect(i=[0, 1], j=[0, 1])
     learner = RSRPLearner(S2)                                  # arrays: the size is known before the run
     assert learner.p["syn"].shape == (2,)
@@ -406,7 +406,7 @@ def test_cuda_standalone_generates_the_online_update(tmp_path):
     dev = devices.activate("cuda_standalone", tmp_path / "cuda", compile=False)
     try:
         b2.defaultclock.dt = 0.5 * ms
-        objects, S, _ = ex.build(trial=10 * ms)
+        objects, _S, _ = ex.build(trial=10 * ms)
         b2.Network(*objects).run(5 * 10 * ms + b2.defaultclock.dt)
         devices.build(dev, tmp_path / "cuda", compile=False)
     finally:

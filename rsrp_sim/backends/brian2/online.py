@@ -151,7 +151,7 @@ class _Learner:
 
 def _eval_blocks(cfg, const, max_steps, p_blocks, directory, seed):
     """Mean return of each block's deterministic network [p > 0.5], all blocks as copies of one network."""
-    from .rl import StandaloneSim, RuntimeSim
+    from .rl import RuntimeSim, StandaloneSim
 
     n = p_blocks["in"].shape[0]
     values = {g: {"release": rule.deterministic_mask(p_blocks[g]).astype(F32).ravel()} for g in GROUPS}

@@ -498,7 +498,7 @@ class RSRPLearner:
         self.fixed = set(fixed)
         missing = self.fixed - set(self.groups)
         if missing:
-            raise unknown("fixed group", sorted(missing)[0], self.groups)
+            raise unknown("fixed group", min(missing), self.groups)
         self.learned = [k for k in self.groups if k not in self.fixed]
         self.rng = np.random.default_rng(seed)
         shapes = {}
