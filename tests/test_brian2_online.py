@@ -217,11 +217,14 @@ def test_cuda_standalone_runs_the_online_example(tmp_path):
     assert r["p0"] > r["p1"], r
 
 
-def test_between_trials_example_learns_with_a_population(tmp_path):
-    out = run_example("brian2_between_trials.py", "--trials", "25", "--json")
+@pytest.mark.parametrize("device", ["runtime", pytest.param("cpp_standalone", marks=needs_cxx)])
+def test_between_trials_example_learns_with_a_population(device, tmp_path):
+    out = run_example("brian2_between_trials.py", "--trials", "15", "--json", "--device", device,
+                      "--build-dir", str(tmp_path / "build"))
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["p0"] > 0.55 and r["p1"] < 0.45, r
+    assert r["p0"] > 0.55 and r["p1"] < 0.45, r       # the learner's p, from 0.5
+    assert r["last5"] > r["first5"] + 3, r
 
 
 # ----------------------------------------------------------------------------- the group is the truth
