@@ -367,6 +367,9 @@ def test_trap_errors_on_standalone(tmp_path):
     S2.connect(i=[0, 1], j=[0, 1])
     learner = RSRPLearner(S2)                                  # arrays: the size is known before the run
     assert learner.p["syn"].shape == (2,)
+    _src, _tgt, S3 = _small()
+    S3.connect()                                               # all-to-all: known too
+    assert RSRPLearner(S3).p["syn"].shape == (4,)
     with pytest.raises(UserError, match="standalone device cannot do between runs: call learner.new_trial"):
         learner.begin_trial()
     learner.new_trial()

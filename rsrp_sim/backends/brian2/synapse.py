@@ -340,8 +340,11 @@ class RSRPSynapses(b2.Synapses):
                         namespace=namespace, level=level + 1)
         arrays = condition is None and i is not None and j is not None and not isinstance(i, str) \
             and not isinstance(j, str) and p == 1.0 and n == 1 and not skip_if_invalid
+        everything = condition in (None, True, "True") and i is None and j is None and p == 1.0 and n == 1
         if arrays:
             self._array_connect += int(np.broadcast(np.asarray(i), np.asarray(j)).size)
+        elif everything:  # all-to-all: known before a standalone run too
+            self._array_connect += len(self.source) * len(self.target)
         else:
             self._generator_connect = True
         self._init_new_synapses()
@@ -391,7 +394,7 @@ class RSRPSynapses(b2.Synapses):
             n = self.size_now()
             if n is None:
                 raise UserError(f"{self.name}: on a standalone device the synapses made by connect() with a "
-                                f"condition or p= are known only after a run (and are drawn again at every run "
+                                f"condition, p= or n= are known only after a run (and are drawn again at every run "
                                 f"without brian2.seed()): connect with i=..., j=... arrays drawn with NumPy, or "
                                 f"learn online (online=True, one run)")
             return n
