@@ -370,6 +370,9 @@ def test_trap_errors_on_standalone(tmp_path):
     _src, _tgt, S3 = _small()
     S3.connect()                                               # all-to-all: known too
     assert RSRPLearner(S3).p["syn"].shape == (4,)
+    b2.seed(3)                                                 # the same noise in every run of the binary
+    with pytest.warns(UserWarning, match="same random numbers"):
+        RSRPLearner(S3)
     with pytest.raises(UserError, match="standalone device cannot do between runs: call learner.new_trial"):
         learner.begin_trial()
     learner.new_trial()

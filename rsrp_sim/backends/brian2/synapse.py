@@ -36,6 +36,7 @@ all copies::
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -511,6 +512,10 @@ class RSRPLearner:
                 raise UserError(f"{self.groups[k].name} has no synapses yet: create the learner after connect()")
             shapes[k] = (size,)
         self.sizes = {k: self.groups[k].size_now() for k in self.groups}
+        if _is_standalone() and any(f == "seed" and a is not None for f, a in getattr(b2.get_device(), "main_queue", [])):
+            warnings.warn("brian2.seed(...) on a standalone device makes every run of the binary draw the same random "
+                          "numbers (inputs, spike-mode releases): for one run per trial leave seed() out, or learn "
+                          "online (online=True, one run)", UserWarning, stacklevel=2)
         self.strategy = RSRP(shapes, lr=lr, optimizer=optimizer, weight_decay=weight_decay, eps=eps,
                              release={k: self.groups[k].mode for k in self.learned},
                              shaping=shaping_lib.Transform(shaping, **(shaping_kw or {})))
