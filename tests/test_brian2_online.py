@@ -423,3 +423,22 @@ def test_cuda_standalone_generates_the_online_update(tmp_path):
     code = (tmp_path / "cuda" / "code_objects" / "S_in_online_update_codeobject.cu").read_text()
     assert "(lr * ((R - Rbar) * e_now))" in code and "0.999" in code
     assert "_array_S_in_N[0]" in (tmp_path / "cuda" / "rand.cu").read_text()
+
+
+def test_cartpole_rsrp_online_on_runtime_and_cuda_without_a_gpu(tmp_path, capsys):
+    from rsrp_sim.infra.records import read_metrics
+    from rsrp_sim.protocols.cartpole import PROTOCOL
+
+    rd, summary = PROTOCOL.run("rsrp-online", "brian2", seed=0, out=tmp_path / "run", progress=False,
+                               overrides={"device": "runtime", "target": "numpy", "iterations": 2,
+                                          "steps_per_iteration": 100, "eval_episodes": 1,
+                                          "model_overrides": {"n_neurons": 16}})
+    rows = read_metrics(rd.path / "metrics.csv")
+    assert [r["env_steps"] for r in rows] == [100, 200] and rows[1]["episodes"] > rows[0]["episodes"] > 0
+    assert all(1 <= r["eval_score"] <= 500 for r in rows)    # the deterministic network of each block
+    if devices.has_gpu():
+        return
+    code = PROTOCOL.main(["--method", "rsrp-online", "--device", "cuda_standalone", "--out", str(tmp_path / "cu")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs an NVIDIA GPU" in err[0], err
+    assert not (tmp_path / "cu").exists()
