@@ -140,6 +140,28 @@ def test_generated_update_equals_the_python_rule_trial_mode_and_decay(tmp_path):
     np.testing.assert_allclose(np.asarray(pmon.p), want, rtol=1e-10, atol=1e-12)
 
 
+def test_two_groups_share_one_reward_unit():
+    """reward=S.reward: a second plastic group learns from the same reward and baseline."""
+    b2.seed(10)
+    net, S, fire, rewards, rel, pmon, bmon = _online_net("spike")
+    src, tgt = S.source, S.target
+    S2 = RSRPSynapses(src, tgt, target_var="v", mode="spike", weight=0.0, online=True, lr=LR,
+                      trial_duration=T_STEPS * ms, reward=S.reward, dt=ms, name="S2")
+    S2.connect(i=np.arange(N_SRC), j=np.zeros(N_SRC, int))
+    S2.p = P0
+    rel2 = b2.StateMonitor(S2, "release", record=True, when="after_synapses", dt=ms, name="rel2")
+    pmon2 = b2.StateMonitor(S2, "p", record=True, dt=T_STEPS * ms, when="start", order=0, name="pmon2")
+    net.add(S2, rel2, pmon2)
+    _run(net, "numpy", None)
+    for r, m in ((rel, pmon), (rel2, pmon2)):
+        want, bars = _replay("spike", fire, rewards, np.asarray(r.release))
+        np.testing.assert_allclose(np.asarray(m.p), want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(bmon.Rbar)[0], bars, rtol=1e-12)   # one baseline, updated once a trial
+    assert not np.array_equal(np.asarray(rel.release), np.asarray(rel2.release))
+    with pytest.raises(UserError, match="same here"):
+        RSRPSynapses(src, tgt, target_var="v", online=True, trial_duration=5 * ms, reward=S.reward, dt=ms)
+
+
 def test_continuous_update_is_the_rule_and_frozen_groups_do_not_change():
     src = b2.SpikeGeneratorGroup(2, [0, 1, 0], [1, 2, 3] * ms, dt=ms)
     tgt = b2.NeuronGroup(1, "v : 1", dt=ms)

@@ -127,8 +127,9 @@ class RSRPSynapses(b2.Synapses):
     ``lr``: step size; ``trial_duration``: time between trial boundaries (a multiple of the group's
     ``dt``); ``trial_end``: instead, ``(group, variable)`` whose value 1 marks a boundary, checked
     every ``trial_duration``; ``reward``: ``None`` (``S.reward.R``, set by your code, reset to 0 at each
-    boundary unless ``reset_reward=False``) or ``(group, variable)`` of your own (a group of size 1
-    or a shared variable); ``beta``: factor of the running-mean baseline; ``tau_e``: decay time of
+    boundary unless ``reset_reward=False``), ``(group, variable)`` of your own (a group of size 1
+    or a shared variable), or another online group's ``reward`` unit (``reward=S1.reward``: one
+    reward and one baseline for several groups; same ``trial_duration``); ``beta``: factor of the running-mean baseline; ``tau_e``: decay time of
     the spike-mode eligibility (``None``: no decay); ``update``: ``'trial'`` (at boundaries) or
     ``'continuous'`` (needs ``tau_e``; ``tau_r`` is the baseline's time constant, default
     ``10 * tau_e``); ``eps``: clip margin of ``p``; ``order``: scheduling order of the update in the
@@ -252,27 +253,43 @@ class RSRPSynapses(b2.Synapses):
         self.trial_duration = step
         name = self.name
         # the reward unit: R (own, or linked to the user's variable), the baseline and the trial count
-        linked = reward is not None
-        if linked:
-            rg, rvar = _ref(*(reward if isinstance(reward, tuple) else (reward, "R")), what="reward")
-        eqs = ["R : 1 (linked)" if linked else "R : 1", "Rbar : 1", "last_R : 1", "n_trials : 1", "begun : 1",
-               "beta : 1 (shared)"]
-        flag = None
-        if trial_end is not None:
-            fg, fvar = _ref(*(trial_end if isinstance(trial_end, tuple) else (trial_end, "trial_end")),
-                            what="trial_end")
-            eqs.append("trial_end : 1 (linked)")
-        self.reward = RewardGroup(1, "\n".join(eqs), clock=self.clock, namespace={}, name=f"{name}_reward")
-        if linked:
-            self.reward.R = b2.linked_var(rg, rvar, index=np.zeros(1, np.int64)) if not rg.variables[rvar].scalar \
-                else b2.linked_var(rg, rvar)
-        if trial_end is not None:
-            self.reward.trial_end = b2.linked_var(fg, fvar, index=np.zeros(1, np.int64)) \
-                if not fg.variables[fvar].scalar else b2.linked_var(fg, fvar)
-            flag = "trial_end"
-        self.reward.beta = beta
-        self.reward.begun = 1 if flag else 0  # fixed boundaries: the first one (t = 0) only starts trial 1
-        self.contained_objects.append(self.reward)
+        shared = isinstance(reward, RewardGroup)  # the reward unit of another online group: one reward, one baseline
+        if shared:
+            if trial_end is not None:
+                raise UserError("reward= another group's reward unit shares its trial boundaries too: leave trial_end out")
+            if (reward.step, reward.update) != (step, update):
+                raise UserError(f"the shared reward unit {reward.name} has trial_duration={reward.step} and "
+                                f"update={reward.update!r}: use the same here")
+            if int(order) >= reward.update_order + 1:
+                raise UserError(f"order={order} would run after the shared reward unit's baseline update "
+                                f"(order {reward.update_order + 1}): use order <= {reward.update_order}")
+            self.reward = reward
+            flag = "trial_end" if "trial_end" in reward.variables else None
+        else:
+            linked = reward is not None
+            if linked:
+                rg, rvar = _ref(*(reward if isinstance(reward, tuple) else (reward, "R")), what="reward")
+            eqs = ["R : 1 (linked)" if linked else "R : 1", "Rbar : 1", "last_R : 1", "n_trials : 1", "begun : 1",
+                   "beta : 1 (shared)"]
+            flag = None
+            if trial_end is not None:
+                fg, fvar = _ref(*(trial_end if isinstance(trial_end, tuple) else (trial_end, "trial_end")),
+                                what="trial_end")
+                eqs.append("trial_end : 1 (linked)")
+            self.reward = RewardGroup(1, "\n".join(eqs), clock=self.clock, namespace={}, name=f"{name}_reward")
+            for attr, value in (("step", step), ("update", update), ("update_order", int(order))):
+                self.reward.add_attribute(attr)
+                setattr(self.reward, attr, value)
+            if linked:
+                self.reward.R = b2.linked_var(rg, rvar, index=np.zeros(1, np.int64)) if not rg.variables[rvar].scalar \
+                    else b2.linked_var(rg, rvar)
+            if trial_end is not None:
+                self.reward.trial_end = b2.linked_var(fg, fvar, index=np.zeros(1, np.int64)) \
+                    if not fg.variables[fvar].scalar else b2.linked_var(fg, fvar)
+                flag = "trial_end"
+            self.reward.beta = beta
+            self.reward.begun = 1 if flag else 0  # fixed boundaries: the first one (t = 0) only starts trial 1
+            self.contained_objects.append(self.reward)
         for var in ("R", "Rbar", "begun") + (("trial_end",) if flag else ()):
             self.variables.add_reference(var, self.reward, var, index="0")
         self._lr_init = lr  # shared synapse variables can be written only after connect()
@@ -288,6 +305,8 @@ class RSRPSynapses(b2.Synapses):
                                            step="step_rsrp", tau_r="tau_r_rsrp")
             self.run_regularly(code, dt=step, name=f"{name}_online_update", **when)
             self.namespace.update(ns)
+            if shared:
+                return
             self.reward.namespace.update(ns)
             self.reward.run_regularly(f"Rbar = {new_b}\nlast_R = R", dt=step, name=f"{name}_online_baseline",
                                       when="start", order=int(order) + 1)
@@ -307,6 +326,8 @@ class RSRPSynapses(b2.Synapses):
             if decay:
                 lines.append(f"t_elig = {b} * t + (1 - {b}) * t_elig")
         self.run_regularly("\n".join(lines), dt=step, name=f"{name}_online_update", **when)
+        if shared:
+            return
         new_b = rule.brian2_expression(rule.online_baseline, baseline="Rbar", reward="R", beta="beta")
         w = f"begun * {b}"
         rl = [f"Rbar = {w} * {new_b} + (1 - {w}) * Rbar", f"last_R = {w} * R + (1 - {w}) * last_R",
