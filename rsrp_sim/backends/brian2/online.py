@@ -79,7 +79,7 @@ class OnlineCartPoleConfig(ConfigBase):
 class _Learner:
     """The learning network: one ConnSNN copy with online RSRP synapses, in closed loop with one CartPole."""
 
-    def __init__(self, cfg, const: SNNConstants, max_steps: int, directory):
+    def __init__(self, cfg, const: SNNConstants, max_steps: int, directory, seed: int):
         from .cartpole import CartPoleGroup
         from .conn_snn import ConnSNNPopulation
         from .rl import INPUT_MODEL, INPUT_READ
@@ -93,6 +93,8 @@ class _Learner:
             self.device = devices.activate(cfg.device, directory)
         else:
             self.device = devices.activate("runtime", target=cfg.target)
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        b2.seed(int(self.rng.integers(2**31)))  # before any object: connect() draws the read-out's first release
         total = cfg.iterations * cfg.steps_per_iteration
         self.env = CartPoleGroup(1, self.env_dt, max_steps, rows=total // 8 + 2, loop="continuous",
                                  name="online_cartpole")
@@ -120,13 +122,11 @@ class _Learner:
         self.net = b2.Network(*self.pop.objects, *self.env.objects, self.mon_env, *self.mon_p.values())
         self.duration = cfg.iterations * self.block + self.env_dt
 
-    def run(self, seed: int) -> dict:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
-        c = self.c
+    def run(self) -> dict:
+        rng, c = self.rng, self.c
         resets = rng.uniform(-cp.RESET_HIGH, cp.RESET_HIGH, size=(self.env.rows, 4))
         v0 = rng.uniform(c.v_reset, c.v_th, c.n_neurons) if c.rand_init_v else np.full(c.n_neurons, c.v_reset)
         self.pop.neurons.v = v0.astype(F32)
-        b2.seed(int(rng.integers(2**31)))
         compile_s = 0.0
         t0 = time.perf_counter()
         if self.standalone:
@@ -217,8 +217,9 @@ class OnlineCartPole(Method):
 
     def _simulate(self, state):
         cfg = self.config
-        learner = _Learner(cfg, self.const, self.max_steps, self._folder("learn") if cfg.device != "runtime" else None)
-        out = learner.run(self.seed)
+        learner = _Learner(cfg, self.const, self.max_steps, self._folder("learn") if cfg.device != "runtime" else None,
+                           self.seed)
+        out = learner.run()
         if set(out["trials"].values()) != {int(out["n_ep"][-1])}:
             raise UserError(f"the online update ran {out['trials']} times but {int(out['n_ep'][-1])} episodes ended")
         st = dict(state)
