@@ -10,7 +10,8 @@ on cpp_standalone, each compiled once (compile time reported apart):
   plain SGD): one binary run per trial, the new ``p`` passed with ``run_args``, the reward read
   from the results (what a standalone user had to do before the online mode).
 
-Prints JSON (and writes it to ``--out``); ``speedup`` = online trials/s over per-trial trials/s.
+Prints JSON (and writes it to ``--out``); ``speedup`` = online trials/s over per-trial trials/s, each
+from the median of ``--repeats`` timed repeats (the two ways alternate with the machine's load).
 ``--cartpole-iterations N`` (0: skip) also runs ``rsrp-online`` on CartPole (``--cartpole-steps``
 environment steps per block, one cpp_standalone run) and records its learning curve.
 
@@ -53,11 +54,15 @@ def run_online(ex, args, folder):
     t0 = time.perf_counter()
     devices.build(dev, folder)
     compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dev.run(directory=str(folder), with_output=False)
-    run_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):  # each repeat: the whole learning run again, one binary run
+        t0 = time.perf_counter()
+        dev.run(directory=str(folder), with_output=False)
+        times.append(time.perf_counter() - t0)
+    run_s = float(np.median(times))
     r = np.asarray(rewards.last_R[0])[1:args.trials + 1]
-    return {"compile_s": compile_s, "run_s": run_s, "runs": 1, "trials_per_s": args.trials / run_s,
+    return {"compile_s": compile_s, "run_s": run_s, "run_s_repeats": times, "runs": 1,
+            "trials_per_s": args.trials / run_s,
             "reward_first10": float(r[:10].mean()), "reward_last10": float(r[-10:].mean()),
             "p_to_neuron0": float(np.asarray(S.p[:])[np.asarray(S.j[:]) == 0].mean())}
 
@@ -76,19 +81,27 @@ def run_per_trial(ex, args, folder):
     devices.build(dev, folder)
     compile_s = time.perf_counter() - t0
     dev.run(directory=str(folder), with_output=False)  # first run: the synapses made by connect() are known
-    learner = RSRPLearner(S, lr=args.lr, optimizer="sgd", shaping="baseline", shaping_kw={"ema": 0.9})
-    curve = []
-    t0 = time.perf_counter()
-    for _ in range(args.trials):
-        learner.new_trial()
-        dev.run(directory=str(folder), with_output=False, run_args=learner.run_args(learner.member_values()))
-        r = float(unit.R[0])
-        curve.append(r)
-        learner.end_trial([r])
-    run_s = time.perf_counter() - t0
-    return {"compile_s": compile_s, "run_s": run_s, "runs": args.trials, "trials_per_s": args.trials / run_s,
+    times, first = [], None
+    for _ in range(args.repeats):  # each repeat: a fresh learner from p = 0.5, one binary run per trial
+        learner = RSRPLearner(S, lr=args.lr, optimizer="sgd", shaping="baseline", shaping_kw={"ema": 0.9})
+        learner.p["syn"][:] = S.p_init  # (a learner starts from the group's p: here the last repeat's)
+        curve = []
+        t0 = time.perf_counter()
+        for _ in range(args.trials):
+            learner.new_trial()
+            dev.run(directory=str(folder), with_output=False, run_args=learner.run_args(learner.member_values()))
+            r = float(unit.R[0])
+            curve.append(r)
+            learner.end_trial([r])
+        times.append(time.perf_counter() - t0)
+        if first is None:
+            first = (curve, learner.p["syn"].copy())
+    run_s = float(np.median(times))
+    curve, p = first
+    return {"compile_s": compile_s, "run_s": run_s, "run_s_repeats": times, "runs": args.trials,
+            "trials_per_s": args.trials / run_s,
             "reward_first10": float(np.mean(curve[:10])), "reward_last10": float(np.mean(curve[-10:])),
-            "p_to_neuron0": float(learner.p["syn"][np.asarray(S.j[:]) == 0].mean())}
+            "p_to_neuron0": float(p[np.asarray(S.j[:]) == 0].mean())}
 
 
 def run_cartpole(args):
@@ -116,6 +129,7 @@ def main(argv=None):
     ap.add_argument("--exc", type=int, default=16)
     ap.add_argument("--inh", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each way (the median is reported)")
     ap.add_argument("--cartpole-iterations", type=int, default=0)
     ap.add_argument("--cartpole-steps", type=int, default=20000)
     ap.add_argument("--cartpole-seed", type=int, default=0)
@@ -126,7 +140,8 @@ def main(argv=None):
         online = run_online(ex, args, Path(tmp) / "online")
         per_trial = run_per_trial(ex, args, Path(tmp) / "per_trial")
     doc = {"benchmark": "brian2_online", "date": datetime.date.today().isoformat(),
-           "command": "python benchmarks/bench_brian2_online.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "command": "python " + " ".join([sys.argv[0]] + list(argv if argv is not None else sys.argv[1:])),
+           "cwd": str(Path.cwd().resolve().relative_to(ROOT)) if Path.cwd().resolve().is_relative_to(ROOT) else "",
            "machine": machine(("Brian2", "numpy")), "device": "cpp_standalone",
            "config": {**vars(args), "neurons": args.exc + args.inh},
            "results": {"online": online, "per_trial": per_trial},
