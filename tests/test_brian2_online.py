@@ -187,6 +187,30 @@ def test_continuous_update_is_the_rule_and_frozen_groups_do_not_change():
     np.testing.assert_array_equal(S.p[:], before)
 
 
+@needs_cxx
+def test_online_with_random_connect_in_one_cpp_standalone_run(tmp_path):
+    """connect(p=...) on standalone: the synapses are drawn inside the binary, the learning runs there."""
+    devices.activate("cpp_standalone", tmp_path / "build")
+    b2.seed(5)
+    src = b2.PoissonGroup(20, 50 * b2.Hz, dt=ms)
+    tgt = b2.NeuronGroup(2, "v : 1", threshold="v > 1", reset="v = 0", dt=ms)
+    S = RSRPSynapses(src, tgt, target_var="v", mode="spike", weight=0.3, online=True, lr=0.2,
+                     trial_duration=20 * ms, dt=ms)
+    S.connect(p=0.5)
+    counter = b2.Synapses(tgt, S.reward, on_pre="R_post += 1 - 2 * i", dt=ms)  # spikes of 0 minus those of 1
+    counter.connect(i=[0, 1], j=[0, 0])
+    b2.Network(src, tgt, S, counter).run(10 * 20 * ms + ms, namespace={})
+    dev = b2.get_device()
+    devices.build(dev, tmp_path / "build")
+    dev.run(directory=str(tmp_path / "build"), with_output=False)
+    n = len(S)
+    assert 8 <= n <= 32                                          # Binomial(40, 0.5), drawn in the binary
+    p, post = np.asarray(S.p[:]), np.asarray(S.j[:])
+    assert int(S.reward.n_trials[0]) == 10
+    assert np.all((p >= rule.EPS) & (p <= 1 - rule.EPS)) and np.abs(p - 0.5).max() > 0.05
+    assert p[post == 0].mean() > p[post == 1].mean()
+
+
 # ----------------------------------------------------------------------------- the E/I example
 def run_example(name, *args, timeout=900):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
@@ -416,6 +440,7 @@ def test_cartpole_rsrp_online_learns_in_one_cpp_standalone_run(tmp_path):
     assert list((tmp_path / "build").glob("*/main")) == [tmp_path / "build" / "learn" / "main"]  # one binary
     assert rows[0]["compile_s"] > 0 and 0 < rows[0]["sim_run_s"] < 120
     assert rows[1]["env_steps"] == 40000
+    assert 0.01 < rows[0]["p_change"] < rows[1]["p_change"]                  # p moved from p_init, and on
     first, second = rows[0]["train_score"], rows[1]["train_score"]
     assert rows[0]["episodes_in_block"] > 2 * rows[1]["episodes_in_block"]   # longer episodes, fewer of them
     assert second > 2 * first, (first, second)                                # returns of ~25-35 roughly triple

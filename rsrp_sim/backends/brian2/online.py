@@ -248,6 +248,7 @@ class OnlineCartPole(Method):
                   "episodes": int(st["n_ep"][it]), "episodes_in_block": int(d_ep)}
         pb = st["p_blocks"]
         record["p_mean"] = float(np.mean(np.concatenate([pb[g][it] for g in GROUPS])))
+        record["p_change"] = float(np.mean(np.concatenate([np.abs(pb[g][it] - pb[g][0]) for g in GROUPS])))
         if it == 1:
             record.update(compile_s=float(st["compile_s"]), sim_run_s=float(st["run_s"]))
         return st, record
