@@ -476,7 +476,7 @@ def test_cartpole_rsrp_online_on_runtime_and_cuda_without_a_gpu(tmp_path, capsys
     from rsrp_sim.infra.records import read_metrics
     from rsrp_sim.protocols.cartpole import PROTOCOL
 
-    rd, summary = PROTOCOL.run("rsrp-online", "brian2", seed=0, out=tmp_path / "run", progress=False,
+    rd, _summary = PROTOCOL.run("rsrp-online", "brian2", seed=0, out=tmp_path / "run", progress=False,
                                overrides={"device": "runtime", "target": "numpy", "iterations": 2,
                                           "steps_per_iteration": 100, "eval_episodes": 1,
                                           "model_overrides": {"n_neurons": 16}})
