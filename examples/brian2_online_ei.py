@@ -90,9 +90,7 @@ def main(argv=None):
         if args.device == "cuda_standalone":
             devices.cuda_prefs()
         folder = args.build_dir or str(devices.cache_dir() / "examples" / f"online_ei_{args.device}")
-        b2.set_device(args.device, directory=folder, build_on_run=True)
-        b2.get_device().reinit()
-        b2.get_device().activate(directory=folder, build_on_run=True)
+        b2.set_device(args.device, directory=folder, build_on_run=True)  # run() builds, compiles, runs once
     b2.seed(args.seed)
     b2.defaultclock.dt = 0.5 * ms
     objects, S_in, rewards = build(n_inputs=args.inputs, trial=args.trial_ms * ms, lr=args.lr)
