@@ -24,7 +24,8 @@ import numpy as np
 __all__ = ["EPS", "P_INIT", "init_p", "sample_release", "threefry_bits", "sample_release_fast", "deterministic_mask",
            "clip_p", "natural_gradient", "natural_gradient_sum", "block_sums", "natural_gradient_block_sums",
            "finish_natural_gradient", "spike_eligibility", "spike_gradient_sum", "spike_gradient",
-           "exact_natural_gradient", "OPTIMIZERS", "make_optimizer", "apply_update"]
+           "exact_natural_gradient", "OPTIMIZERS", "make_optimizer", "apply_update", "BASELINE_BETA", "online_step",
+           "online_baseline", "online_continuous_step", "online_continuous_baseline", "brian2_expression"]
 
 EPS = 1e-3  #: default clip margin of p
 P_INIT = 0.5  #: default initial release probability
@@ -276,3 +277,107 @@ def apply_update(p: Any, grad: Any, opt: Any, opt_state: Any, eps: float = EPS) 
     p = optax.apply_updates(p, updates)
     p = jax.tree_util.tree_map(lambda x: clip_p(x, eps), p)
     return p, opt_state
+
+
+# ----------------------------------------------------------------------------- online (in-simulation)
+BASELINE_BETA = 0.1  #: default factor of the online running-mean baseline
+
+
+def online_step(p: Any, elig: Any, count: Any, reward: Any, baseline: Any, lr: Any, eps: float = EPS,
+                xp: Any = None) -> Any:
+    """One trial boundary of the online rule for a single network:
+    ``p <- clip(p + lr * (R - Rbar) * e / max(n, 1), eps, 1 - eps)``.
+
+    ``elig``/``count``: each synapse's eligibility ``e`` and spike count ``n`` for the trial (trial
+    release: ``e = z - p`` and ``n = 1``); ``reward``: the trial's reward ``R``; ``baseline``: the
+    running mean ``Rbar`` of the trials before.  ``xp``: the array module (default: from the
+    arguments); :func:`brian2_expression` evaluates this same function on symbols to generate the
+    Brian2 code of the update, so the formula exists once.
+    """
+    xp = _xp(p, elig, count) if xp is None else xp
+    return xp.clip(p + lr * (reward - baseline) * elig / xp.maximum(count, 1), eps, 1 - eps)
+
+
+def online_baseline(baseline: Any, reward: Any, beta: float = BASELINE_BETA) -> Any:
+    """The running mean after a trial: ``Rbar <- Rbar + beta * (R - Rbar)`` (= ``(1-beta) Rbar + beta R``)."""
+    return baseline + beta * (reward - baseline)
+
+
+def online_continuous_step(p: Any, elig: Any, reward: Any, baseline: Any, lr: Any, step: Any, tau_e: Any,
+                           eps: float = EPS, xp: Any = None) -> Any:
+    """One step of length ``step`` of the continuous online rule
+    ``dp/dt = lr * (R(t) - Rbar(t)) * e(t) / tau_e`` (Euler), clipped to ``[eps, 1 - eps]``.
+
+    ``step`` and ``tau_e`` in the same unit (e.g. seconds)."""
+    xp = _xp(p, elig) if xp is None else xp
+    return xp.clip(p + lr * (reward - baseline) * elig * (step / tau_e), eps, 1 - eps)
+
+
+def online_continuous_baseline(baseline: Any, reward: Any, step: Any, tau_r: Any) -> Any:
+    """The continuous running mean: ``dRbar/dt = (R - Rbar) / tau_r`` (one Euler step of length ``step``)."""
+    return baseline + (step / tau_r) * (reward - baseline)
+
+
+class _Sym:
+    """A symbolic value that records arithmetic as a Brian2 expression string."""
+
+    def __init__(self, text: str):
+        self.text = str(text)
+
+    @staticmethod
+    def _s(x) -> str:
+        return x.text if isinstance(x, _Sym) else repr(float(x)) if isinstance(x, float) else str(x)
+
+    def _op(self, op, other, swap=False):
+        a, b = (self._s(other), self.text) if swap else (self.text, self._s(other))
+        return _Sym(f"({a} {op} {b})")
+
+    def __add__(self, o):
+        return self._op("+", o)
+
+    def __radd__(self, o):
+        return self._op("+", o, True)
+
+    def __sub__(self, o):
+        return self._op("-", o)
+
+    def __rsub__(self, o):
+        return self._op("-", o, True)
+
+    def __mul__(self, o):
+        return self._op("*", o)
+
+    def __rmul__(self, o):
+        return self._op("*", o, True)
+
+    def __truediv__(self, o):
+        return self._op("/", o)
+
+    def __rtruediv__(self, o):
+        return self._op("/", o, True)
+
+    def __str__(self):
+        return self.text
+
+
+class _Brian2Ops:
+    """The few array functions :func:`online_step` uses, as Brian2 expressions."""
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return _Sym(f"clip({_Sym._s(x)}, {_Sym._s(lo)}, {_Sym._s(hi)})")
+
+    @staticmethod
+    def maximum(x, lo):
+        return _Sym(f"clip({_Sym._s(x)}, {_Sym._s(lo)}, inf)")
+
+
+def brian2_expression(fn: Callable[..., Any], /, **names: Any) -> str:
+    """The Brian2 expression computed by ``fn`` (e.g. :func:`online_step`) when each keyword is a
+    variable name (str) or a number: the rule evaluated on symbols instead of arrays."""
+    args = {k: _Sym(v) if isinstance(v, str) else v for k, v in names.items()}
+    import inspect
+
+    if "xp" in inspect.signature(fn).parameters:
+        args["xp"] = _Brian2Ops
+    return str(fn(**args))

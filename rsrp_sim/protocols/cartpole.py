@@ -7,6 +7,7 @@
     python -m rsrp_sim.protocols.cartpole --env Acrobot-v1 generations=30
     python -m rsrp_sim.protocols.cartpole --method rstdp       # R-STDP baseline on NEURON/NetPyNE
     python -m rsrp_sim.protocols.cartpole --backend brian2 --device cpp_standalone
+    python -m rsrp_sim.protocols.cartpole --method rsrp-online --backend brian2 --device cpp_standalone
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ PROTOCOL = Protocol(
         MethodSpec("rsrp-reservoir", "RSRP with the recurrent mask frozen (drawn from the seed)",
                    {"jax": JAX_ROLLOUTS, "brian2": BRIAN2_CHUNKS}, defaults={"reservoir": True},
                    method=f"{ENGINE_RL}:RSRPMethod"),
+        MethodSpec("rsrp-online", "RSRP online: one network learning across episodes inside one Brian2 run",
+                   {"brian2": "rsrp_sim.backends.brian2.online:OnlineCartPole"}),
         MethodSpec("es", "antithetic Gaussian ES on DenseSNN (real weights)",
                    {"jax": JAX_ROLLOUTS}, method=f"{ENGINE_RL}:ESMethod"),
         MethodSpec("ppo-lstm", "PPO with an LSTM policy (the published RL baseline)",

@@ -44,6 +44,8 @@ run0 : 1 (linked)
 run1 : 1 (linked)
 running = run0 * int(member == 0) + run1 * int(member == 1) : 1
 gate : 1
+ended : 1
+last_ret : 1
 """ + "".join(f"o{c} : 1\non{c} : 1\nobs_sum{c} : 1\nobs_sq{c} : 1\nmean{c} : 1 (shared)\nscale{c} : 1 (shared)\n"
               for c in range(4))
 
@@ -66,6 +68,8 @@ done = live * int(term == 1 or t_ep + 1 >= max_steps)
 ret = ep_ret + 1
 ret_sum += done * ret
 n_ep += done
+ended = done
+last_ret = done * ret + (1 - done) * last_ret
 ep_ret = live * (1 - done) * ret + (1 - live) * ep_ret
 t_ep = live * (1 - done) * (t_ep + 1) + (1 - live) * t_ep
 rsel = first + done
@@ -92,6 +96,13 @@ steps += running * int(k_ctrl > 0)
 running = running * int(unfinished > 0) * int(steps < max_steps)
 k_ctrl += 1
 stopped = stop_if_idle(i, running)
+"""
+
+# one environment stepping for the whole run (online learning): never stops
+CTRL_CONTINUOUS = """
+steps += running * int(k_ctrl > 0)
+k_ctrl += 1
+stopped = 0
 """
 
 # cpp_standalone: end the run once both loops are done (the two control units are updated in order)
@@ -159,11 +170,17 @@ class CartPoleGroup:
     deterministic (eval), 2 padding (never steps); it can be changed between runs (``run_args``).
     ``action``: the expression choosing the action from the read-out (default ``y > 0``).
     ``rows``: rows of the reset table (default :func:`table_rows`).
+    ``loop``: ``'population'`` (the loop control above) or ``'continuous'`` (every environment steps
+    for the whole run, episode after episode, e.g. for a network learning online).  Each
+    environment's ``ended`` is 1 in the step in which an episode ended and ``last_ret`` holds the
+    return of its last finished episode.
     """
 
     def __init__(self, n_envs: int, env_dt, max_steps: int = cp.MAX_STEPS,
                  action: str = "int(y_raw > 0)", extra_namespace: dict | None = None, name: str = "cartpole",
-                 rows: int | None = None):
+                 rows: int | None = None, loop: str = "population"):
+        if loop not in ("population", "continuous"):
+            raise ValueError(f"unknown loop {loop!r}; allowed: population, continuous")
         self.n_envs = int(n_envs)
         self.max_steps = int(max_steps)
         self.rows = table_rows(self.max_steps) if rows is None else int(rows)
@@ -186,7 +203,7 @@ class CartPoleGroup:
         self.envs.run_regularly(TICK.format(action=action), when="start", order=0, name=f"{name}_tick")
         updater = self.to_ctrl.summed_updaters["unfinished_post"]
         updater.when, updater.order = "start", 5
-        self.ctrl.run_regularly(CTRL, when="start", order=6, name=f"{name}_ctrl_tick")
+        self.ctrl.run_regularly(CTRL if loop == "population" else CTRL_CONTINUOUS, when="start", order=6, name=f"{name}_ctrl_tick")
         # ``gate``: this step's decision as a plain variable the networks can link to
         self.envs.run_regularly("gate = running", when="start", order=7, name=f"{name}_gate")
 

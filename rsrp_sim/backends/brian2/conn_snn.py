@@ -112,10 +112,13 @@ class ConnSNNPopulation:
     a rate read-out and always uses trial mode.
     ``clock``: the substep clock (its ``dt`` must be the model's); default: a clock of its own.
     brian2cuda 1.0a7 needs ``brian2.defaultclock`` here (its synapse code refers to it by name).
+    ``synapse_kw``: extra :class:`RSRPSynapses` arguments per group (``in``, ``h``, ``out``), e.g.
+    the online-learning ones.
     """
 
     def __init__(self, const: SNNConstants, n_copies: int, mode: str = "trial", input_model: str = "x : 1",
-                 input_namespace: dict | None = None, readout=None, gate=None, name: str = "snn", clock=None):
+                 input_namespace: dict | None = None, readout=None, gate=None, name: str = "snn", clock=None,
+                 synapse_kw: dict | None = None):
         if const.connectivity != "bernoulli" or not const.input_doubling:
             raise ValueError("ConnSNNPopulation needs a model with Bernoulli connectivity and input doubling")
         c = self.c = const
@@ -152,19 +155,21 @@ class ConnSNNPopulation:
         self.inputs.thresholder["spike"].order = 0
 
         syn_dtype = {"p": F32, "release": F32, "elig": F32, "n_spk": F32}
+        kw = {k: dict(v) for k, v in (synapse_kw or {}).items()}
         self.syn_in = RSRPSynapses(self.inputs, self.neurons, target_var="i_in_raw", mode=mode, weight="x_pre",
-                                   dtype=syn_dtype, name=f"{name}_syn_in", **tick)
+                                   dtype=syn_dtype, name=f"{name}_syn_in", **tick, **kw.get("in", {}))
         self.syn_in.pre.when = "before_groups"
         self.syn_in.pre.order = 1
         self.syn_h = RSRPSynapses(self.neurons, self.neurons, target_var="rec", mode=mode, weight="sgn_pre",
-                                  dtype=syn_dtype, name=f"{name}_syn_h", **tick)
+                                  dtype=syn_dtype, name=f"{name}_syn_h", **tick, **kw.get("h", {}))
         self._own_readout = readout is None
         if readout is None:
             readout = b2.NeuronGroup(N * d_act, "y_raw : 1", dtype={"y_raw": F32}, name=f"{name}_readout", **tick)
         self.readout = readout
         self.syn_out = RSRPSynapses(self.neurons, readout, target_var=None, mode="trial",
                                     model="y_raw_post = r_pre * release : 1 (summed)",
-                                    dtype={"p": F32, "release": F32}, dt=self.env_dt, name=f"{name}_syn_out")
+                                    dtype={"p": F32, "release": F32}, dt=self.env_dt, name=f"{name}_syn_out",
+                                    **kw.get("out", {}))
         # logical synapses laid out as the masks' rows and columns: index = pre * n_post + post
         pre_in, post_in = np.divmod(np.arange(m * n), n)
         pre_h, post_h = np.divmod(np.arange(n * n), n)

@@ -11,12 +11,13 @@
   target, make and a C++ compiler for the standalone devices, and an NVIDIA GPU for
   ``cuda_standalone`` (checked before anything is generated or compiled); each missing piece is one
   line saying what to install or which device/target to use instead.
-* :func:`cuda_prefs` holds every brian2cuda setting this project needs (package-stack notes §2.2):
+* :func:`cuda_prefs` holds every brian2cuda setting this project needs:
   GPU detection only where ``nvidia-smi`` exists (else ``gpu_id`` 0 and an explicit
   ``compute_capability``), C++17 for CUDA >= 13 (its CCCL headers refuse older standards while
   brian2cuda 1.0a7's makefile says ``-std=c++11``), and cuRAND from the ``nvidia-curand`` wheel when
   the CUDA toolkit lacks it (or nvcc, headers and libraries from NVIDIA's pip wheels when there is no
-  ``nvcc`` on ``PATH``: untested on a GPU machine).
+  ``nvcc`` on ``PATH``: untested on a GPU machine), and a fix of brian2cuda 1.0a7's random-number
+  set-up for subclasses of ``Synapses`` that call ``rand()`` (the RSRP synapses in spike mode).
 """
 from __future__ import annotations
 
@@ -252,10 +253,43 @@ def _add_env_path(name: str, path: str):
 _GCC_ARGS: list = []  # the C++ flags before cuda_prefs changed them
 
 
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def _patch_rand_source():
+    """brian2cuda 1.0a7's random-number set-up (``rand.cu``) recognises synapses by the class name
+    ``Synapses`` and fails for a subclass (such as RSRPSynapses) whose code calls ``rand()``; while it
+    generates that file, subclasses of ``Synapses`` carry the name ``Synapses``."""
+    from brian2cuda.device import CUDAStandaloneDevice
+
+    original = CUDAStandaloneDevice.generate_rand_source
+    if getattr(original, "_rsrp_patched", False):
+        return
+    b2 = import_brian2()
+
+    def generate_rand_source(self, writer):
+        subs = list(_all_subclasses(b2.Synapses))
+        names = [c.__name__ for c in subs]
+        for c in subs:
+            c.__name__ = "Synapses"
+        try:
+            return original(self, writer)
+        finally:
+            for c, name in zip(subs, names):
+                c.__name__ = name
+
+    generate_rand_source._rsrp_patched = True
+    CUDAStandaloneDevice.generate_rand_source = generate_rand_source
+
+
 def cuda_prefs(compute_capability: float | None = None):
     """Apply the brian2cuda preferences (see the module docstring).  Returns them as a dict."""
     import brian2cuda  # noqa: F401  (registers the cuda_standalone device and its preferences)
 
+    _patch_rand_source()
     b2 = import_brian2()
     prefs = b2.prefs
     backend = "devices.cuda_standalone.cuda_backend"
