@@ -325,7 +325,7 @@ class _Sym:
         self.text = str(text)
 
     @staticmethod
-    def _s(x) -> str:
+    def _s(x: Any) -> str:
         return x.text if isinstance(x, _Sym) else repr(float(x)) if isinstance(x, float) else str(x)
 
     def _op(self, op, other, swap=False):

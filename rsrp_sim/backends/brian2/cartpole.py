@@ -203,7 +203,8 @@ class CartPoleGroup:
         self.envs.run_regularly(TICK.format(action=action), when="start", order=0, name=f"{name}_tick")
         updater = self.to_ctrl.summed_updaters["unfinished_post"]
         updater.when, updater.order = "start", 5
-        self.ctrl.run_regularly(CTRL if loop == "population" else CTRL_CONTINUOUS, when="start", order=6, name=f"{name}_ctrl_tick")
+        self.ctrl.run_regularly(CTRL if loop == "population" else CTRL_CONTINUOUS, when="start", order=6,
+                                name=f"{name}_ctrl_tick")
         # ``gate``: this step's decision as a plain variable the networks can link to
         self.envs.run_regularly("gate = running", when="start", order=7, name=f"{name}_gate")
 

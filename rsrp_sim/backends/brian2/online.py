@@ -26,7 +26,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from . import devices
 
 b2 = devices.import_brian2()
 F32 = np.float32
+__all__ = ["OnlineCartPole", "OnlineCartPoleConfig"]
+
 GROUPS = ("in", "h", "out")
 
 
@@ -65,7 +67,7 @@ class OnlineCartPoleConfig(ConfigBase):
     model_overrides: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 1
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         self.require(self.env == cp.CartPole.id, f"rsrp-online runs env {cp.CartPole.id} only, got {self.env!r}")
         self.require_at_least(1, "iterations", "steps_per_iteration", "checkpoint_every")
@@ -79,7 +81,8 @@ class OnlineCartPoleConfig(ConfigBase):
 class _Learner:
     """The learning network: one ConnSNN copy with online RSRP synapses, in closed loop with one CartPole."""
 
-    def __init__(self, cfg, const: SNNConstants, max_steps: int, directory, seed: int):
+    def __init__(self, cfg: OnlineCartPoleConfig, const: SNNConstants, max_steps: int, directory: Any,
+                 seed: int) -> None:
         from .cartpole import CartPoleGroup
         from .conn_snn import ConnSNNPopulation
         from .rl import INPUT_MODEL, INPUT_READ
@@ -122,7 +125,7 @@ class _Learner:
         self.net = b2.Network(*self.pop.objects, *self.env.objects, self.mon_env, *self.mon_p.values())
         self.duration = cfg.iterations * self.block + self.env_dt
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         rng, c = self.rng, self.c
         resets = rng.uniform(-cp.RESET_HIGH, cp.RESET_HIGH, size=(self.env.rows, 4))
         v0 = rng.uniform(c.v_reset, c.v_th, c.n_neurons) if c.rand_init_v else np.full(c.n_neurons, c.v_reset)
@@ -183,18 +186,19 @@ class OnlineCartPole(Method):
     steps_field = "env_steps"
     curve_labels = ("train (the learning network, episodes of the block)", "eval (deterministic network [p > 0.5])")
 
-    def __init__(self, config, seed: int):
+    def __init__(self, config: Any, seed: int) -> None:
         super().__init__(config, seed)
         config.validate()
         self.const = SNNConstants.from_model(config.model, cp.OBS_DIM, 1, config.model_overrides)
         if not self.const.input_doubling or self.const.connectivity != "bernoulli":
-            raise UserError(f"rsrp-online needs a ConnSNN model (Bernoulli masks, input doubling), got {config.model!r}")
+            raise UserError(f"rsrp-online needs a ConnSNN model (Bernoulli masks, input doubling), "
+                            f"got {config.model!r}")
         self.max_steps = config.max_episode_steps or cp.MAX_STEPS
         if config.device != "runtime":
             devices.check_toolchain(config.device)  # one line before any folder or code exists
         else:
             devices.check_toolchain("runtime", config.target)
-        self._folders = []
+        self._folders: list[devices.BuildDir] = []
 
     def _folder(self, what: str) -> Path:
         if self.config.build_dir:
@@ -206,7 +210,7 @@ class OnlineCartPole(Method):
         self._folders.append(folder)
         return folder.path
 
-    def init_state(self):
+    def init_state(self) -> Any:
         n, c = self.config.iterations, self.const
         sizes = {"in": c.n_in * c.n_neurons, "h": c.n_neurons * c.n_neurons, "out": c.n_neurons * c.d_act}
         return {"ran": np.int64(0), "iteration": np.int64(0), "n_ep": np.zeros(n + 1), "ret_sum": np.zeros(n + 1),
@@ -225,7 +229,8 @@ class OnlineCartPole(Method):
         st = dict(state)
         st.update(n_ep=out["n_ep"], ret_sum=out["ret_sum"], compile_s=np.float64(out["compile_s"]),
                   run_s=np.float64(out["run_s"]), rbar=np.float64(out["rbar"]), ran=np.int64(1),
-                  episodes_total=np.int64(out["n_ep"][-1]), p={g: out["p"][g][cfg.iterations].astype(F32) for g in GROUPS})
+                  episodes_total=np.int64(out["n_ep"][-1]),
+                  p={g: out["p"][g][cfg.iterations].astype(F32) for g in GROUPS})
         if cfg.eval_episodes:
             blocks = {g: out["p"][g][1:cfg.iterations + 1] for g in GROUPS}
             folder = self._folder("eval") if cfg.device != "runtime" else None
@@ -234,7 +239,7 @@ class OnlineCartPole(Method):
         st["p_blocks"] = {g: out["p"][g][:cfg.iterations + 1].astype(F32) for g in GROUPS}
         return st
 
-    def step(self, state):
+    def step(self, state: Any) -> tuple[Any, dict[str, Any]]:
         if not int(state["ran"]):
             state = self._simulate(state)
         st = dict(state)
@@ -253,15 +258,15 @@ class OnlineCartPole(Method):
             record.update(compile_s=float(st["compile_s"]), sim_run_s=float(st["run_s"]))
         return st, record
 
-    def histograms(self, state):
+    def histograms(self, state: Any) -> dict[str, Any]:
         return {f"p_{g}": np.asarray(v) for g, v in state["p"].items() if np.size(v)}
 
-    def finalize(self, state) -> Finished:
+    def finalize(self, state: Any) -> Finished:
         p = {g: np.asarray(v) for g, v in state["p"].items()}
         figures = [Figure("p_histogram", "p.png", {"p": p, "title": "release probabilities after the online run"})]
         return Finished({"episodes": int(state["episodes_total"]), "sim_run_s": float(state["run_s"]),
                          "compile_s": float(state["compile_s"]), "baseline": float(state["rbar"])}, figures)
 
-    def close(self):
+    def close(self) -> None:
         for f in self._folders:
             f.release()

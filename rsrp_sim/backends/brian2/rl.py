@@ -56,7 +56,8 @@ class Brian2RLConfig(ConfigBase):
 
     def validate(self):
         super().validate()
-        self.require(self.env == cp.CartPole.id, f"the brian2 back-end runs env {cp.CartPole.id} only, got {self.env!r}")
+        self.require(self.env == cp.CartPole.id,
+                     f"the brian2 back-end runs env {cp.CartPole.id} only, got {self.env!r}")
         self.require(self.reset_pool == "fresh", "the brian2 back-end supports reset_pool=fresh only")
 
 
@@ -236,7 +237,7 @@ class CartPoleChunks:
 
     def _values(self, members, kinds, det):
         out = {}
-        for name, g in self.groups.items():
+        for name in self.groups:
             d = np.asarray(det[name], F32)
             if name in members.batched:  # trial release: one pattern per sampled member
                 out[name] = release_values("trial", kinds, z=np.asarray(members.batched[name]), det=d)

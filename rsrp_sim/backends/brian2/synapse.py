@@ -48,6 +48,9 @@ from .devices import import_brian2
 
 b2 = import_brian2()
 
+__all__ = ["RSRPSynapses", "RSRPLearner", "RewardGroup", "release_values", "write_values", "run_args", "MODES",
+           "UPDATES"]
+
 MODES = ("trial", "spike")
 UPDATES = ("trial", "continuous")
 SPIKE_RELEASE = "release = int(rand() < p)"
@@ -74,7 +77,8 @@ def _is_standalone() -> bool:
     return not isinstance(b2.get_device(), RuntimeDevice)
 
 
-def _number(name: str, value, low=None, high=None, low_open=False) -> float:
+def _number(name: str, value: Any, low: float | None = None, high: float | None = None,
+            low_open: bool = False) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -87,13 +91,18 @@ def _number(name: str, value, low=None, high=None, low_open=False) -> float:
     return v
 
 
-def _ref(group, var: str, what: str):
+def _user_variables(group: Any) -> list[str]:
+    """A group's variables a user may name (not Brian2's internal ones)."""
+    return [k for k in group.variables if not k.startswith("_") and k not in ("t", "dt", "i", "N", "t_in_timesteps")]
+
+
+def _ref(group: Any, var: str, what: str) -> tuple[Any, str]:
     """``(group, variable)`` of a user's reward or trial-end flag, checked."""
     if not isinstance(group, b2.NeuronGroup) and not isinstance(group, b2.Subgroup):
         raise UserError(f"{what} must be a NeuronGroup or (group, variable), got {type(group).__name__}")
     if var not in group.variables:
         raise unknown(f"variable of {group.name} for {what}", var,
-                      [k for k in group.variables if not k.startswith("_") and k not in ("t", "dt", "i", "N", "t_in_timesteps")])
+                      _user_variables(group))
     v = group.variables[var]
     if not (getattr(v, "scalar", False) or len(group) == 1):
         raise UserError(f"{what} {group.name}.{var} must be one value (a group of size 1 or a shared variable), "
@@ -101,7 +110,7 @@ def _ref(group, var: str, what: str):
     return group, var
 
 
-class RewardGroup(b2.NeuronGroup):
+class RewardGroup(b2.NeuronGroup):  # type: ignore[name-defined,misc]  # brian2 is imported at run time
     """The reward of an online :class:`RSRPSynapses` (one unit): ``R`` (set by your Brian2 code, or
     linked to your own variable), the running mean ``Rbar``, the last trial's reward ``last_R``,
     the number of finished trials ``n_trials``.  ``net.restore()`` keeps these (the learning goes on)."""
@@ -111,7 +120,7 @@ class RewardGroup(b2.NeuronGroup):
         super()._restore_from_full_state(kept)
 
 
-class RSRPSynapses(b2.Synapses):
+class RSRPSynapses(b2.Synapses):  # type: ignore[name-defined,misc]  # brian2 is imported at run time
     """Synapses with stochastic release (see the module docstring).
 
     ``target_var``: the postsynaptic variable (its name in the target group, e.g. ``'v'`` or
@@ -129,19 +138,20 @@ class RSRPSynapses(b2.Synapses):
     every ``trial_duration``; ``reward``: ``None`` (``S.reward.R``, set by your code, reset to 0 at each
     boundary unless ``reset_reward=False``), ``(group, variable)`` of your own (a group of size 1
     or a shared variable), or another online group's ``reward`` unit (``reward=S1.reward``: one
-    reward and one baseline for several groups; same ``trial_duration``); ``beta``: factor of the running-mean baseline; ``tau_e``: decay time of
-    the spike-mode eligibility (``None``: no decay); ``update``: ``'trial'`` (at boundaries) or
-    ``'continuous'`` (needs ``tau_e``; ``tau_r`` is the baseline's time constant, default
-    ``10 * tau_e``); ``eps``: clip margin of ``p``; ``order``: scheduling order of the update in the
-    ``'start'`` slot of the boundary's time step.
+    reward and one baseline for several groups; same ``trial_duration``); ``beta``: factor of the
+    running-mean baseline; ``tau_e``: decay time of the spike-mode eligibility (``None``: no decay);
+    ``update``: ``'trial'`` (at boundaries) or ``'continuous'`` (needs ``tau_e``; ``tau_r`` is the
+    baseline's time constant, default ``10 * tau_e``); ``eps``: clip margin of ``p``; ``order``:
+    scheduling order of the update in the ``'start'`` slot of the boundary's time step.
     """
 
-    def __init__(self, source, target=None, target_var: str | None = None, mode: str = "trial",
+    def __init__(self, source: Any, target: Any = None, target_var: str | None = None, mode: str = "trial",
                  weight: Any = "w", model: str = "", on_pre: str = "", p_init: float = rule.P_INIT,
                  weight_unit: str = "1", namespace: dict | None = None, *, online: bool = False,
-                 lr: float = 0.01, trial_duration=None, trial_end=None, reward=None, reset_reward: bool = True,
-                 beta: float = rule.BASELINE_BETA, tau_e=None, update: str = "trial", tau_r=None,
-                 eps: float = rule.EPS, order: int = -50, **kwargs):
+                 lr: float = 0.01, trial_duration: Any = None, trial_end: Any = None, reward: Any = None,
+                 reset_reward: bool = True, beta: float = rule.BASELINE_BETA, tau_e: Any = None,
+                 update: str = "trial", tau_r: Any = None, eps: float = rule.EPS, order: int = -50,
+                 **kwargs: Any) -> None:
         if mode not in MODES:
             raise unknown("release mode", mode, MODES)
         if update not in UPDATES:
@@ -192,7 +202,7 @@ class RSRPSynapses(b2.Synapses):
         self.n_copies = 1
         self.n_logical: int | None = None
         self.online = bool(online)
-        self.reward = None
+        self.reward: Any = None  # the reward unit of an online group
         self.trial_duration = trial_duration
         self._array_connect = 0
         self._generator_connect = False
@@ -215,7 +225,7 @@ class RSRPSynapses(b2.Synapses):
 
     @staticmethod
     def _check_target_var(group, target_var):
-        names = [k for k in group.variables if not k.startswith("_") and k not in ("t", "dt", "N", "i", "t_in_timesteps")]
+        names = _user_variables(group)
         if target_var in group.variables:
             return
         if target_var.endswith("_post") and target_var[:-5] in group.variables:
@@ -256,7 +266,8 @@ class RSRPSynapses(b2.Synapses):
         shared = isinstance(reward, RewardGroup)  # the reward unit of another online group: one reward, one baseline
         if shared:
             if trial_end is not None:
-                raise UserError("reward= another group's reward unit shares its trial boundaries too: leave trial_end out")
+                raise UserError("reward= another group's reward unit shares its trial boundaries too: "
+                                "leave trial_end out")
             if (reward.step, reward.update) != (step, update):
                 raise UserError(f"the shared reward unit {reward.name} has trial_duration={reward.step} and "
                                 f"update={reward.update!r}: use the same here")
@@ -355,7 +366,8 @@ class RSRPSynapses(b2.Synapses):
         super()._restore_from_full_state(state)
 
     # ------------------------------------------------------------------ connecting
-    def connect(self, condition=None, i=None, j=None, p=1.0, n=1, skip_if_invalid=False, namespace=None, level=0):
+    def connect(self, condition: Any = None, i: Any = None, j: Any = None, p: Any = 1.0, n: Any = 1,
+                skip_if_invalid: bool = False, namespace: dict | None = None, level: int = 0) -> None:
         """``brian2.Synapses.connect``; the new synapses get ``p = p_init`` (trial release: a first
         ``release`` drawn with that ``p``).  Synapses made before keep their values."""
         super().connect(condition=condition, i=i, j=j, p=p, n=n, skip_if_invalid=skip_if_invalid,
@@ -383,7 +395,8 @@ class RSRPSynapses(b2.Synapses):
             self.elig["n_spk == 0"] = "release - p"
             self.n_spk["n_spk == 0"] = 1
 
-    def connect_copies(self, i, j, n_copies: int, pre_size: int | None = None, post_size: int | None = None):
+    def connect_copies(self, i: Any, j: Any, n_copies: int, pre_size: int | None = None,
+                       post_size: int | None = None) -> None:
         """Connect ``n_copies`` copies of the logical synapses ``(i[l], j[l])`` (one per copy).
 
         Copy ``c`` connects presynaptic ``c * pre_size + i`` to postsynaptic ``c * post_size + j``;
@@ -423,7 +436,8 @@ class RSRPSynapses(b2.Synapses):
         return self.n_logical
 
 
-def release_values(mode: str, kinds: np.ndarray, p=None, z=None, det=None, fixed=None) -> dict[str, np.ndarray]:
+def release_values(mode: str, kinds: np.ndarray, p: Any = None, z: Any = None, det: Any = None,
+                   fixed: Any = None) -> dict[str, np.ndarray]:
     """The per-synapse values of one group for a set of member slots, laid out copy by copy.
 
     ``kinds``: one entry per slot, 0 sampled member, 1 deterministic member, 2 padding (nothing
@@ -444,7 +458,8 @@ def release_values(mode: str, kinds: np.ndarray, p=None, z=None, det=None, fixed
         table[kinds == 0] = np.asarray(z, np.float32).reshape(-1, det.size)
         out = {"release": table.ravel()}
         if p is not None:  # the group's own p (unused by trial release; kept for the user to read)
-            out["p"] = np.where(live, np.asarray(p, np.float32).ravel()[None, :], np.float32(0)).astype(np.float32).ravel()
+            p_row = np.asarray(p, np.float32).ravel()[None, :]
+            out["p"] = np.where(live, p_row, np.float32(0)).astype(np.float32).ravel()
         return out
     p = np.asarray(p, np.float32).ravel()
     table[kinds == 0] = p
@@ -452,7 +467,7 @@ def release_values(mode: str, kinds: np.ndarray, p=None, z=None, det=None, fixed
     return {"p": table.ravel(), "release": zeros.copy(), "elig": zeros.copy(), "n_spk": zeros}
 
 
-def write_values(groups: dict, values: dict):
+def write_values(groups: dict, values: dict) -> None:
     """Write per-synapse values ``{group: {variable: array}}`` into the synapses (runtime devices)."""
     for name, vals in values.items():
         g = groups[name]
@@ -460,7 +475,7 @@ def write_values(groups: dict, values: dict):
             g.variables[var].set_value(np.asarray(v, dtype=g.variables[var].dtype))
 
 
-def run_args(groups: dict, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
+def run_args(groups: dict, values: dict, variables: tuple[str, ...] = ("release", "p", "elig", "n_spk")) -> dict:
     """``device.run(run_args=...)`` entries for per-synapse values (standalone devices)."""
     return {getattr(groups[name], var): v for name, vals in values.items()
             for var, v in vals.items() if var in variables}
@@ -487,9 +502,9 @@ class RSRPLearner:
     then simulated chunk by chunk with :meth:`member_values`); defaults to the number of copies.
     """
 
-    def __init__(self, synapses, lr: float = 0.15, optimizer: str = "adam", shaping: str | None = None,
+    def __init__(self, synapses: Any, lr: float = 0.15, optimizer: str = "adam", shaping: str | None = None,
                  eps: float = rule.EPS, seed: int | None = 0, weight_decay: float = 0.0,
-                 shaping_kw: dict | None = None, fixed=(), n_members: int | None = None):
+                 shaping_kw: dict | None = None, fixed: Any = (), n_members: int | None = None) -> None:
         from ...engine.population import RSRP
 
         if isinstance(synapses, dict):
@@ -533,7 +548,8 @@ class RSRPLearner:
                 raise UserError(f"{self.groups[k].name} has no synapses yet: create the learner after connect()")
             shapes[k] = (size,)
         self.sizes = {k: self.groups[k].size_now() for k in self.groups}
-        if _is_standalone() and any(f == "seed" and a is not None for f, a in getattr(b2.get_device(), "main_queue", [])):
+        queue = getattr(b2.get_device(), "main_queue", [])
+        if _is_standalone() and any(f == "seed" and a is not None for f, a in queue):
             warnings.warn("brian2.seed(...) on a standalone device makes every run of the binary draw the same random "
                           "numbers (inputs, spike-mode releases): for one run per trial leave seed() out, or learn "
                           "online (online=True, one run)", UserWarning, stacklevel=2)
@@ -581,7 +597,7 @@ class RSRPLearner:
         return self.n_members - self.n_eval
 
     @property
-    def search(self):
+    def search(self) -> Any:
         """The learner's state as the strategy's typed state."""
         from ...engine.population import RSRPState
 
@@ -589,17 +605,17 @@ class RSRPLearner:
                          shaping={k: np.float64(v) for k, v in self.shaping_state.items()})
 
     @search.setter
-    def search(self, state):
+    def search(self, state: Any) -> None:
         self.p = {k: np.array(v, np.float32) for k, v in state.p.items()}
         self.opt_state = state.opt
         self.shaping_state = {k: float(v) for k, v in state.shaping.items()}
 
     # ------------------------------------------------------------------ per-trial values
-    def set_fixed(self, name: str, release):
+    def set_fixed(self, name: str, release: Any) -> None:
         """Fix group ``name``'s release pattern (one logical pattern, used by every copy)."""
         self.fixed_release[name] = np.asarray(release, dtype=np.float32).ravel()
 
-    def new_trial(self, n_eval: int = 0, rng=None):
+    def new_trial(self, n_eval: int = 0, rng: Any = None) -> None:
         """Start a trial: in trial mode draw ``z ~ Bernoulli(p)`` for the sampled members.
 
         Members ``0 .. n_members - n_eval - 1`` are sampled; the last ``n_eval`` are the
@@ -635,15 +651,15 @@ class RSRPLearner:
             out[name] = release_values(g.mode, kinds, p=p, z=z, det=rule.deterministic_mask(p))
         return out
 
-    def write(self, values: dict):
+    def write(self, values: dict) -> None:
         """Write :meth:`member_values` into the synapses (runtime devices)."""
         write_values(self.groups, values)
 
-    def run_args(self, values: dict, variables=("release", "p", "elig", "n_spk")) -> dict:
+    def run_args(self, values: dict, variables: tuple[str, ...] = ("release", "p", "elig", "n_spk")) -> dict:
         """``device.run(run_args=...)`` entries for :meth:`member_values` (standalone devices)."""
         return run_args(self.groups, values, variables)
 
-    def begin_trial(self, n_eval: int = 0, rng=None):
+    def begin_trial(self, n_eval: int = 0, rng: Any = None) -> dict[str, dict[str, np.ndarray]]:
         """:meth:`new_trial`, then write every copy's values into the synapses (runtime devices).
 
         A ``p`` you set in the group since the last trial is adopted first.  On standalone devices
@@ -698,7 +714,7 @@ class RSRPLearner:
             raise ValueError(f"expected {self.n_train} rewards (one per sampled member), got {f.size}")
         return f, Members({k: self.z[k] for k in self.z}, {}, self.n_train), self._eligibility(eligibility)
 
-    def gradient(self, rewards, eligibility=None):
+    def gradient(self, rewards: Any, eligibility: Any = None) -> tuple[dict[str, np.ndarray], Any]:
         """Natural-gradient estimate from the last trial's rewards (one per sampled member), without
         updating.  ``eligibility``: spike mode's ``{group: (elig, n_spk)}`` per synapse of the
         sampled members (read from the synapses when omitted).  Returns ``(grad, shaped)``."""
@@ -712,7 +728,7 @@ class RSRPLearner:
         grad = self.strategy.finish_gradient(search, sums, len(f))
         return {k: np.asarray(v, np.float32) for k, v in grad.items()}, shaped
 
-    def end_trial(self, rewards, eligibility=None):
+    def end_trial(self, rewards: Any, eligibility: Any = None) -> dict[str, np.ndarray]:
         """Shape the rewards (one per sampled member), estimate the gradient and update ``p``
         (the strategy's ``tell``).  Returns the gradient."""
         if not self._in_trial:
@@ -726,9 +742,9 @@ class RSRPLearner:
         return {k: np.asarray(v, np.float32) for k, v in grad.items()}
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self):
+    def state(self) -> Any:
         """The learner's state (release probabilities, optimiser, reward statistics)."""
         return self.search
 
-    def load_state(self, state):
+    def load_state(self, state: Any) -> None:
         self.search = state
