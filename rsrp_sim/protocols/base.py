@@ -255,10 +255,10 @@ class Protocol:
                                            "config": configlib.to_dict(recorded)}, it_key)
                 state = unflatten_state(arrays, state)
                 start, wall = meta["iteration"], float(meta["wall_s"])
+            rd.prepare_metrics(start)  # refuses a metrics.csv that lacks the checkpoint's rows
             if it_key in overrides and start > instance.iterations:
                 raise UserError(f"{it_key}={overrides[it_key]} is fewer than the run has done ({start} "
                                 f"iterations); give more to extend it, or omit {it_key}= to finish it as it was")
-            rd.prepare_metrics(start)
             if overrides and rd.writes:  # only now that the checkpoint has loaded
                 rd.config["config"] = configlib.to_dict(cfg)
                 atomic_write_bytes(rd.path / CONFIG, yaml.safe_dump(rd.config, sort_keys=False).encode(), NOT_WRITABLE)
