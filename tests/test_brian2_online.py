@@ -365,6 +365,13 @@ def test_trap_errors_at_construction():
         RSRPSynapses(src, tgt, target_var="v", trial_duration=5 * ms)
     with pytest.raises(UserError, match="continuous' needs an eligibility decay"):
         RSRPSynapses(src, tgt, target_var="v", online=True, update="continuous")
+    with pytest.raises(UserError, match=r"trial_duration must be a positive time \(e.g. 200\*ms\), got 5"):
+        RSRPSynapses(src, tgt, target_var="v", online=True, trial_duration=5)
+    with pytest.raises(UserError, match=r"tau_e must be a positive time .*got -1. \* second"):
+        RSRPSynapses(src, tgt, target_var="v", mode="spike", tau_e=-1 * b2.second)
+    with pytest.raises(UserError, match=r"tau_r must be a positive time"):
+        RSRPSynapses(src, tgt, target_var="v", mode="spike", online=True, update="continuous", tau_e=20 * ms,
+                     tau_r=3.0)
 
 
 def test_trap_errors_of_the_learner():

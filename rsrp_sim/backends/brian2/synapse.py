@@ -91,6 +91,20 @@ def _number(name: str, value: Any, low: float | None = None, high: float | None 
     return v
 
 
+def _positive_time(name: str, value: Any, example: str) -> Any:
+    """``value`` if it is a positive Brian2 time, else one line naming ``name``."""
+    if not isinstance(value, b2.Quantity) or value.dim is not b2.second.dim or float(value) <= 0:
+        raise UserError(f"{name} must be a positive time (e.g. {example}), got {value!r}")
+    return value
+
+
+def _link(group: Any, var: str) -> Any:
+    """A linked variable onto ``group.var`` for a one-unit group (a shared variable, or unit 0)."""
+    if group.variables[var].scalar:
+        return b2.linked_var(group, var)
+    return b2.linked_var(group, var, index=np.zeros(1, np.int64))
+
+
 def _user_variables(group: Any) -> list[str]:
     """A group's variables a user may name (not Brian2's internal ones)."""
     return [k for k in group.variables if not k.startswith("_") and k not in ("t", "dt", "i", "N", "t_in_timesteps")]
@@ -173,8 +187,7 @@ class RSRPSynapses(b2.Synapses):  # type: ignore[name-defined,misc]  # brian2 is
             namespace["w_rsrp"] = weight
         decay = tau_e is not None
         if decay:
-            if not isinstance(tau_e, b2.Quantity) or tau_e.dim is not b2.second.dim or float(tau_e) <= 0:
-                raise UserError(f"tau_e must be a positive time (e.g. 500*ms) or None, got {tau_e!r}")
+            _positive_time("tau_e", tau_e, "500*ms; or None: no decay")
             namespace["tau_e_rsrp"] = tau_e
             eqs.append("t_elig : second")
         stmts = []
@@ -247,15 +260,13 @@ class RSRPSynapses(b2.Synapses):  # type: ignore[name-defined,misc]  # brian2 is
                 raise UserError("trial_end marks trial boundaries; update='continuous' has none (leave it out)")
             step = dt if trial_duration is None else trial_duration
             tau_r = 10 * tau_e if tau_r is None else tau_r
-            if not isinstance(tau_r, b2.Quantity) or tau_r.dim is not b2.second.dim or float(tau_r) <= 0:
-                raise UserError(f"tau_r must be a positive time, got {tau_r!r}")
+            _positive_time("tau_r", tau_r, "5*second")
         else:
             if trial_duration is None:
                 raise UserError("online learning needs trial_duration (e.g. trial_duration=200*ms: the update "
                                 "runs every 200 ms) or update='continuous'")
             step = trial_duration
-        if not isinstance(step, b2.Quantity) or step.dim is not b2.second.dim or float(step) <= 0:
-            raise UserError(f"trial_duration must be a positive time (e.g. 200*ms), got {step!r}")
+        _positive_time("trial_duration", step, "200*ms")
         ratio = float(step / dt)
         if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
             raise UserError(f"trial_duration {step} is not a multiple of the synapses' dt {dt}: use a multiple "
@@ -292,11 +303,9 @@ class RSRPSynapses(b2.Synapses):  # type: ignore[name-defined,misc]  # brian2 is
                 self.reward.add_attribute(attr)
                 setattr(self.reward, attr, value)
             if linked:
-                self.reward.R = b2.linked_var(rg, rvar, index=np.zeros(1, np.int64)) if not rg.variables[rvar].scalar \
-                    else b2.linked_var(rg, rvar)
+                self.reward.R = _link(rg, rvar)
             if trial_end is not None:
-                self.reward.trial_end = b2.linked_var(fg, fvar, index=np.zeros(1, np.int64)) \
-                    if not fg.variables[fvar].scalar else b2.linked_var(fg, fvar)
+                self.reward.trial_end = _link(fg, fvar)
                 flag = "trial_end"
             self.reward.beta = beta
             self.reward.begun = 1 if flag else 0  # fixed boundaries: the first one (t = 0) only starts trial 1
