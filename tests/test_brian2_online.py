@@ -445,7 +445,7 @@ def test_cartpole_rsrp_online_learns_in_one_cpp_standalone_run(tmp_path):
     rows = read_metrics(rd.path / "metrics.csv")
     assert summary["status"] == "completed" and len(rows) == 2
     assert list((tmp_path / "build").glob("*/main")) == [tmp_path / "build" / "learn" / "main"]  # one binary
-    assert rows[0]["compile_s"] > 0 and 0 < rows[0]["sim_run_s"] < 120
+    assert rows[0]["compile_s"] > 0 and rows[0]["sim_run_s"] > 0  # both recorded (their sizes: benchmarks/)
     assert rows[1]["env_steps"] == 40000
     assert 0.01 < rows[0]["p_change"] < rows[1]["p_change"]                  # p moved from p_init, and on
     first, second = rows[0]["train_score"], rows[1]["train_score"]
