@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..infra.errors import unknown
+
 __all__ = ["EPS", "P_INIT", "init_p", "sample_release", "threefry_bits", "sample_release_fast", "deterministic_mask",
            "clip_p", "natural_gradient", "natural_gradient_sum", "block_sums", "natural_gradient_block_sums",
            "finish_natural_gradient", "spike_eligibility", "spike_gradient_sum", "spike_gradient",
@@ -262,7 +264,7 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9, weight_decay: fl
                            optax.scale(lr))
     if name == "momentum":
         return optax.chain(optax.trace(decay=momentum), optax.scale(lr))
-    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    raise unknown("optimizer", name, OPTIMIZERS)
 
 
 def apply_update(p: Any, grad: Any, opt: Any, opt_state: Any, eps: float = EPS) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..infra.errors import unknown
 from .rule import _xp
 
 __all__ = ["TRANSFORMS", "TIES", "SIGMOID_GAIN", "centered_rank", "init_state", "shape", "Transform"]
@@ -35,7 +36,7 @@ def _ranks(f: Any, ties: str) -> Any:
     if ties == "index":
         return xp.argsort(xp.argsort(f, axis=-1, stable=True), axis=-1, stable=True).astype(xp.float32)
     if ties != "average":
-        raise ValueError(f"unknown ties {ties!r}; allowed: {', '.join(TIES)}")
+        raise unknown("ties", ties, TIES)
     s = xp.sort(f, axis=-1)
     if f.ndim == 1:
         lo = xp.searchsorted(s, f, side="left")
@@ -86,7 +87,7 @@ def shape(f: Any, transform: str = "centered_rank", state: dict | None = None, *
     exponential moving average with that factor.
     """
     if transform not in TRANSFORMS:
-        raise ValueError(f"unknown reward transform {transform!r}; allowed: {', '.join(TRANSFORMS)}")
+        raise unknown("reward transform", transform, TRANSFORMS)
     state = dict(init_state() if state is None else state)
     xp = _xp(f)
     f = xp.asarray(f, dtype=xp.float32)
@@ -121,9 +122,9 @@ class Transform:
 
     def __post_init__(self):
         if self.name not in TRANSFORMS:
-            raise ValueError(f"unknown reward transform {self.name!r}; allowed: {', '.join(TRANSFORMS)}")
+            raise unknown("reward transform", self.name, TRANSFORMS)
         if self.ties not in TIES:
-            raise ValueError(f"unknown ties {self.ties!r}; allowed: {', '.join(TIES)}")
+            raise unknown("ties", self.ties, TIES)
 
     def __call__(self, f: Any, state: dict | None = None) -> Any:
         shaped, new = shape(f, self.name, state, ties=self.ties, unit_variance=self.unit_variance,

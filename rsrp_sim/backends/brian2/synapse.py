@@ -534,16 +534,13 @@ class RSRPLearner:
         self.n_copies = copies.pop()
         self.n_members = self.n_copies if n_members is None else int(n_members)
         lr = _number("lr", lr, 0.0)
-        if optimizer not in rule.OPTIMIZERS:
-            raise unknown("optimizer", optimizer, rule.OPTIMIZERS)
         if shaping is None:
             shaping = "centered_rank" if self.n_members > 1 else "baseline"
-        if shaping not in shaping_lib.TRANSFORMS:
-            raise unknown("reward shaping", shaping, shaping_lib.TRANSFORMS)
         if shaping == "centered_rank" and self.n_members == 1:
             raise UserError("shaping='centered_rank' ranks the rewards of a population; with a single network "
                             "every reward becomes -0.5 and nothing is learned: use shaping='baseline' (or 'raw'), "
                             "a population of copies (connect_copies), or online=True")
+        transform = shaping_lib.Transform(shaping, **(shaping_kw or {}))  # an unknown name: one line, here
         self.fixed = set(fixed)
         missing = self.fixed - set(self.groups)
         if missing:
@@ -564,7 +561,7 @@ class RSRPLearner:
                           "online (online=True, one run)", UserWarning, stacklevel=2)
         self.strategy = RSRP(shapes, lr=lr, optimizer=optimizer, weight_decay=weight_decay, eps=eps,
                              release={k: self.groups[k].mode for k in self.learned},
-                             shaping=shaping_lib.Transform(shaping, **(shaping_kw or {})))
+                             shaping=transform)
         #: release probabilities per logical synapse of every learned group (NumPy; may be edited)
         self.p = {k: self._group_p(k) for k in self.learned}
         self.opt_state = self.strategy.opt.init(self.p)
