@@ -93,6 +93,14 @@ def namespace(c: SNNConstants) -> dict:
             "substeps": int(c.substeps), "f32": F32_FUNCTION}
 
 
+def initial_potentials(c: SNNConstants, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Membrane potentials of ``n`` neurons at the start of an episode (float32): uniform in
+    ``[v_reset, v_th)`` with ``rand_init_v``, else ``v_reset``."""
+    if c.rand_init_v:
+        return rng.uniform(c.v_reset, c.v_th, n).astype(F32)
+    return np.full(n, c.v_reset, F32)
+
+
 def input_values(obs):
     """Observations (..., d_obs) -> the input units' values (..., 2*d_obs) = [obs, -obs], float32."""
     obs = np.asarray(obs, dtype=F32)

@@ -357,3 +357,14 @@ class BuildDir:
             self.release()
         except Exception:  # interpreter shutdown
             pass
+
+
+def project_folder(device: str, key: str, build_dir: str | Path = "") -> tuple[BuildDir | None, Path]:
+    """A standalone project folder: ``build_dir`` when given (created), else a locked :class:`BuildDir`
+    under the cache keyed by ``key``.  Returns ``(the BuildDir to release, or None; its path)``."""
+    if build_dir:
+        path = Path(build_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return None, path
+    folder = BuildDir(device, key)
+    return folder, folder.path

@@ -37,6 +37,8 @@ from ...envs import cartpole as cp
 from ...infra.config import ConfigBase
 from ...infra.errors import UserError
 from . import devices
+from .cartpole import CartPoleGroup, draw_resets
+from .conn_snn import ConnSNNPopulation, initial_potentials
 
 b2 = devices.import_brian2()
 F32 = np.float32
@@ -83,8 +85,6 @@ class _Learner:
 
     def __init__(self, cfg: OnlineCartPoleConfig, const: SNNConstants, max_steps: int, directory: Any,
                  seed: int) -> None:
-        from .cartpole import CartPoleGroup
-        from .conn_snn import ConnSNNPopulation
         from .rl import INPUT_MODEL, INPUT_READ
 
         self.cfg, self.c = cfg, const
@@ -127,9 +127,8 @@ class _Learner:
 
     def run(self) -> dict[str, Any]:
         rng, c = self.rng, self.c
-        resets = rng.uniform(-cp.RESET_HIGH, cp.RESET_HIGH, size=(self.env.rows, 4))
-        v0 = rng.uniform(c.v_reset, c.v_th, c.n_neurons) if c.rand_init_v else np.full(c.n_neurons, c.v_reset)
-        self.pop.neurons.v = v0.astype(F32)
+        resets = draw_resets(rng, 1, self.env.rows)
+        self.pop.neurons.v = initial_potentials(c, rng, c.n_neurons)
         compile_s = 0.0
         t0 = time.perf_counter()
         if self.standalone:
@@ -168,8 +167,7 @@ def _eval_blocks(cfg, const, max_steps, p_blocks, directory, seed):
     try:
         scores = []
         for _ in range(cfg.eval_episodes):
-            v0 = rng.uniform(const.v_reset, const.v_th, n * const.n_neurons).astype(F32) if const.rand_init_v \
-                else np.full(n * const.n_neurons, const.v_reset, F32)
+            v0 = initial_potentials(const, rng, n * const.n_neurons)
             out = sim.run_chunk(values, v0, member, np.zeros(cp.OBS_DIM, F32), scale, rng)
             scores.append(np.asarray(out["fitness"], np.float64))
         return np.mean(scores, axis=0), sim.compile_s
@@ -194,21 +192,16 @@ class OnlineCartPole(Method):
             raise UserError(f"rsrp-online needs a ConnSNN model (Bernoulli masks, input doubling), "
                             f"got {config.model!r}")
         self.max_steps = config.max_episode_steps or cp.MAX_STEPS
-        if config.device != "runtime":
-            devices.check_toolchain(config.device)  # one line before any folder or code exists
-        else:
-            devices.check_toolchain("runtime", config.target)
+        devices.check_toolchain(config.device, config.target)  # one line before any folder or code exists
         self._folders: list[devices.BuildDir] = []
 
     def _folder(self, what: str) -> Path:
-        if self.config.build_dir:
-            path = Path(self.config.build_dir) / what
-            path.mkdir(parents=True, exist_ok=True)
-            return path
         key = repr((what, self.config.device, dataclasses.asdict(self.config), self.seed, b2.__version__))
-        folder = devices.BuildDir(self.config.device, key)
-        self._folders.append(folder)
-        return folder.path
+        folder, path = devices.project_folder(self.config.device, key,
+                                              Path(self.config.build_dir) / what if self.config.build_dir else "")
+        if folder is not None:
+            self._folders.append(folder)
+        return path
 
     def init_state(self) -> Any:
         n, c = self.config.iterations, self.const

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Literal
 
 import jax
@@ -39,7 +38,7 @@ from ...infra.config import ConfigBase
 from ...infra.errors import UserError
 from . import devices
 from .cartpole import CartPoleGroup, draw_resets
-from .conn_snn import ConnSNNPopulation, input_values
+from .conn_snn import ConnSNNPopulation, initial_potentials, input_values
 from .synapse import release_values, run_args, write_values
 
 b2 = devices.import_brian2()
@@ -160,13 +159,8 @@ class StandaloneSim(_Sim):
         super().__init__(const, chunk, max_steps, mode)
         if compile:  # a missing compiler or GPU is one line, before any folder or code exists
             devices.check_toolchain(device)
-        if build_dir:
-            self.folder, self.directory = None, Path(build_dir)
-            self.directory.mkdir(parents=True, exist_ok=True)
-        else:
-            key = repr((device, chunk, max_steps, mode, dataclasses.asdict(const), b2.__version__))
-            self.folder = devices.BuildDir(device, key)
-            self.directory = self.folder.path
+        key = repr((device, chunk, max_steps, mode, dataclasses.asdict(const), b2.__version__))
+        self.folder, self.directory = devices.project_folder(device, key, build_dir)
         self.device = devices.activate(device, self.directory, compile=compile)
         self.env = CartPoleGroup(chunk, self.env_dt, max_steps)
         b2.defaultclock.dt = const.dt * b2.ms   # brian2cuda's synapse code expects the default clock
@@ -255,8 +249,7 @@ class CartPoleChunks:
         if deterministic is None:
             deterministic = {k: np.zeros(g.logical_size(), F32) for k, g in self.groups.items()}
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key), np.uint32))
-        v0 = rng.uniform(c.v_reset, c.v_th, self.slots * c.n_neurons).astype(F32) if c.rand_init_v \
-            else np.full(self.slots * c.n_neurons, c.v_reset, F32)
+        v0 = initial_potentials(c, rng, self.slots * c.n_neurons)
         out = self.sim.run_chunk(self._values(members, kinds, deterministic), v0, kinds,
                                  context.obs_mean, context.obs_scale, rng)
         sampled, det = kinds == 0, kinds == 1
@@ -296,8 +289,7 @@ class CartPoleChunks:
         dt = c.dt  # ms
         steps, units, episodes, t0 = [], [], [], 0
         for _ in range(n_episodes):
-            v0 = rng.uniform(c.v_reset, c.v_th, c.n_neurons).astype(F32) if c.rand_init_v \
-                else np.full(c.n_neurons, c.v_reset, F32)
+            v0 = initial_potentials(c, rng, c.n_neurons)
             out = rec.run_chunk(values, v0, kinds, context.obs_mean, context.obs_scale, rng)
             n = int(out["steps"][1])
             t_ms = np.asarray(rec.monitor.t / b2.ms, np.float64)
